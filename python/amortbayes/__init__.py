@@ -1,0 +1,25 @@
+"""amortbayes: amortized Bayesian inference; train once on simulations, draw posteriors in milliseconds."""
+
+from amortbayes._version import __version__
+from amortbayes.amortizers import PosteriorAmortizer, PosteriorSettings, summarize_draws
+from amortbayes.io import load, save
+from amortbayes.networks import FlowSettings
+from amortbayes.simulation import Batch, FlatModel, ModelInfo, Simulator
+from amortbayes.train import TrainingDiverged, TrainSettings, fit
+
+__all__ = [
+    "Batch",
+    "FlatModel",
+    "FlowSettings",
+    "ModelInfo",
+    "PosteriorAmortizer",
+    "PosteriorSettings",
+    "Simulator",
+    "TrainSettings",
+    "TrainingDiverged",
+    "__version__",
+    "fit",
+    "load",
+    "save",
+    "summarize_draws",
+]

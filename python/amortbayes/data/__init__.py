@@ -1,0 +1,183 @@
+"""Shipped real data sets (CSV + provenance) and their loaders."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Callable
+
+import pandas as pd
+
+__all__ = [
+    "list_datasets",
+    "load_dataset",
+    "load_sleepstudy",
+    "load_speed_acc",
+    "load_radon",
+    "load_chickweight",
+]
+
+# Group columns are returned as pandas ``category`` dtype whose categories are
+# *strings* (e.g. Subject "308", Chick "1"); the category order is given below
+# (numeric order for numeric labels, the R factor order otherwise), so
+# ``df[col].cat.codes`` gives stable 0-based group indices.
+
+
+def _numeric_label_dtype(values: pd.Series) -> pd.CategoricalDtype:
+    labels = sorted({int(v) for v in values})
+    return pd.CategoricalDtype([str(v) for v in labels], ordered=False)
+
+
+def _read_csv(filename: str, str_cols: tuple[str, ...] = ()) -> pd.DataFrame:
+    resource = files(__name__).joinpath(filename)
+    with resource.open("r", encoding="utf-8") as fh:
+        return pd.read_csv(fh, dtype={c: str for c in str_cols}, keep_default_na=False,
+                           na_values=[])
+
+
+def load_sleepstudy() -> pd.DataFrame:
+    """Reaction times in a sleep-deprivation study (lme4 ``sleepstudy``).
+
+    Source: R package lme4 (Debian ``r-cran-lme4`` 1.1-31-1), data from
+    Belenky et al. (2003), J. Sleep Research 12, 1-12. See ``PROVENANCE.md``.
+
+    Shape ``(180, 3)``: 18 subjects x 10 days (0-9), no missing values.
+
+    Columns:
+        Reaction (float64): average reaction time in ms.
+        Days (int64): days of sleep deprivation, 0..9.
+        Subject (category of str): subject id, 18 levels "308".."372"
+            (numeric order, as in lme4).
+    """
+    df = _read_csv("sleepstudy.csv", str_cols=("Subject",))
+    df["Days"] = df["Days"].astype("int64")
+    df["Subject"] = df["Subject"].astype(_numeric_label_dtype(df["Subject"]))
+    return df
+
+
+_SPEED_ACC_FREQ = ["high", "low", "very_low", "nw_high", "nw_low", "nw_very_low"]
+
+
+def load_speed_acc(drop_censored: bool = False) -> pd.DataFrame:
+    """Lexical decisions, accuracy condition, trial block 4 (rtdists ``speed_acc``).
+
+    Source: R package rtdists (Debian ``r-cran-rtdists`` 0.11-5-1), data of
+    Wagenmakers, Ratcliff, Gomez & McKoon (2008), J. Memory and Language 58,
+    140-159, Experiment 1 (17 participants, as in Heathcote & Love, 2012).
+    Subset as in Habermann et al. (2024), Amortized Bayesian Multilevel
+    Models, Sec. 3.2: "observations in the accuracy condition in trial
+    block 4", all participants. See ``PROVENANCE.md``.
+
+    Shape ``(1632, 12)``: 17 participants x 96 trials, no missing values.
+    With ``drop_censored=True`` the 6 trials flagged by rtdists' ``censor``
+    (all six have rt > 3 s) are removed, giving ``(1626, 12)``; the paper
+    states no such exclusion, so the default keeps them.
+
+    Columns:
+        id (category of str): participant, 17 levels "1".."17".
+        trial (int64): 1..96, row position within the participant's block-4
+            trials in the rtdists row order.
+        block (int64): always 4.
+        condition (category of str): always "accuracy".
+        stim (str): stimulus identifier (rtdists ``stim``).
+        stim_cat (category of str): "word" / "nonword" (816 each).
+        frequency (category of str): "high", "low", "very_low", "nw_high",
+            "nw_low", "nw_very_low" (272 each).
+        response (category of str): "word" / "nonword" (no "error"
+            responses occur in this subset).
+        rt (float64): response time in seconds (0.323 .. 6.24).
+        censor (bool): rtdists flag: uninterpretable response, rt < 0.18 s
+            or rt > 3 s.
+        correct (int64): 1 if ``response == stim_cat`` else 0 (accuracy
+            coding: upper boundary = correct response).
+        response_upper (int64): 1 if ``response == "word"`` else 0
+            (stimulus/response coding: upper boundary = "word").
+    """
+    df = _read_csv("speed_acc.csv", str_cols=("id", "stim"))
+    for col in ("trial", "block", "correct", "response_upper"):
+        df[col] = df[col].astype("int64")
+    df["censor"] = df["censor"].astype(bool)
+    df["id"] = df["id"].astype(_numeric_label_dtype(df["id"]))
+    df["condition"] = df["condition"].astype(pd.CategoricalDtype(["accuracy", "speed"]))
+    df["stim_cat"] = df["stim_cat"].astype(pd.CategoricalDtype(["word", "nonword"]))
+    df["response"] = df["response"].astype(pd.CategoricalDtype(["word", "nonword"]))
+    df["frequency"] = df["frequency"].astype(pd.CategoricalDtype(_SPEED_ACC_FREQ))
+    if drop_censored:
+        df = df.loc[~df["censor"]].reset_index(drop=True)
+    return df
+
+
+def load_radon() -> pd.DataFrame:
+    """Minnesota household radon measurements (rstanarm ``radon``).
+
+    Source: R package rstanarm (Debian ``r-cran-rstanarm`` 2.21.3-2), data
+    from Gelman & Hill (2007), Data Analysis Using Regression and
+    Multilevel/Hierarchical Models, CUP. See ``PROVENANCE.md``.
+
+    Shape ``(919, 4)``: 919 houses in 85 counties (1 to 116 houses per
+    county), no missing values.
+
+    Columns:
+        log_radon (float64): radon measurement (log scale).
+        floor (int64): 0 = measured in the basement, 1 = first floor.
+        county (category of str): county name, 85 levels in alphabetical
+            order (as the R factor).
+        log_uranium (float64): county-level uranium (log scale).
+    """
+    df = _read_csv("radon.csv", str_cols=("county",))
+    df["floor"] = df["floor"].astype("int64")
+    df["county"] = df["county"].astype(pd.CategoricalDtype(sorted(df["county"].unique())))
+    return df
+
+
+def load_chickweight() -> pd.DataFrame:
+    """Weight versus age of chicks on four diets (base R ``ChickWeight``).
+
+    Source: R package datasets (Debian ``r-base-core`` 4.2.2.20221110-2),
+    data from Crowder & Hand (1990), Analysis of Repeated Measures, example
+    5.3. See ``PROVENANCE.md``.
+
+    Shape ``(578, 4)``: 50 chicks, measured on days 0, 2, ..., 20, 21
+    (45 chicks have all 12 measurements, 5 have 2-11), no missing values.
+    Rows are sorted by chick, then time, so each chick is a time series.
+
+    Columns:
+        weight (float64): body weight in grams.
+        Time (int64): days since birth.
+        Chick (category of str): chick id, 50 levels "1".."50" (numeric
+            order; R's ChickWeight orders levels by final weight instead).
+        Diet (category of str): diet "1".."4" (20, 10, 10, 10 chicks).
+    """
+    df = _read_csv("chickweight.csv", str_cols=("Chick", "Diet"))
+    df["weight"] = df["weight"].astype("float64")
+    df["Time"] = df["Time"].astype("int64")
+    df["Chick"] = df["Chick"].astype(_numeric_label_dtype(df["Chick"]))
+    df["Diet"] = df["Diet"].astype(_numeric_label_dtype(df["Diet"]))
+    return df
+
+
+_LOADERS: dict[str, Callable[[], pd.DataFrame]] = {
+    "chickweight": load_chickweight,
+    "radon": load_radon,
+    "sleepstudy": load_sleepstudy,
+    "speed_acc": load_speed_acc,
+}
+
+
+def list_datasets() -> list[str]:
+    """Names of the shipped data sets, sorted (valid arguments of ``load_dataset``)."""
+    return sorted(_LOADERS)
+
+
+def load_dataset(name: str) -> pd.DataFrame:
+    """Load a shipped data set by name (see ``list_datasets()``) with default options.
+
+    Raises:
+        ValueError: for an unknown name; the message lists the known names.
+    """
+    try:
+        loader = _LOADERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown data set {name!r}; known data sets: {', '.join(list_datasets())}"
+        ) from None
+    return loader()

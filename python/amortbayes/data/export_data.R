@@ -1,0 +1,85 @@
+# Export the real multilevel data sets shipped with amortbayes.
+#
+# Run once from the repository root:
+#     Rscript python/amortbayes/data/export_data.R
+#
+# Needs R and the Debian packages r-cran-lme4, r-cran-rtdists and
+# r-cran-rstanarm (ChickWeight is in base R's 'datasets').  The script only
+# reads data objects shipped with those packages; it fits nothing.  Output is
+# deterministic (no randomness), so re-running it reproduces the CSVs and the
+# sha256 sums recorded in PROVENANCE.md.  See PROVENANCE.md for the rationale
+# of every subset/recoding decision.
+
+args <- commandArgs(trailingOnly = FALSE)
+file_arg <- sub("^--file=", "", args[grepl("^--file=", args)])
+out_dir <- if (length(file_arg) == 1) dirname(normalizePath(file_arg)) else "python/amortbayes/data"
+
+write_out <- function(df, name) {
+  path <- file.path(out_dir, name)
+  # Plain ASCII CSV, "\n" line endings, no row names, no NA.
+  stopifnot(!anyNA(df))
+  # Fields are written unquoted, so no value may contain a comma or a quote.
+  chr <- vapply(df, is.character, logical(1))
+  stopifnot(!any(vapply(df[chr], function(x) any(grepl("[,\"]", x)), logical(1))))
+  utils::write.csv(df, path, row.names = FALSE, quote = FALSE,
+                   fileEncoding = "UTF-8", eol = "\n")
+  cat(sprintf("wrote %-16s %5d rows x %2d cols\n", name, nrow(df), ncol(df)))
+}
+
+## 1. sleepstudy (lme4) ------------------------------------------------------
+data("sleepstudy", package = "lme4")
+sleep <- data.frame(
+  Reaction = sleepstudy$Reaction,
+  Days = as.integer(sleepstudy$Days),
+  Subject = as.character(sleepstudy$Subject)
+)
+stopifnot(nrow(sleep) == 180, length(unique(sleep$Subject)) == 18)
+write_out(sleep, "sleepstudy.csv")
+
+## 2. speed_acc (rtdists): Wagenmakers et al. (2008), Experiment 1 ----------
+## Subset used by Habermann et al. (2024), Sec. 3.2: "observations in the
+## accuracy condition in trial block 4", all 17 subjects.  The paper states no
+## further exclusion, so no trial is dropped; rtdists' own `censor` flag
+## (uninterpretable response, rt < 0.18 s, rt > 3 s) is kept as a column.
+data("speed_acc", package = "rtdists")
+sa <- speed_acc[speed_acc$condition == "accuracy" & speed_acc$block == "4", ]
+sa <- sa[order(as.integer(as.character(sa$id)), seq_len(nrow(sa))), ]
+stopifnot(all(sa$response %in% c("word", "nonword")))  # no 'error' responses in this subset
+speed <- data.frame(
+  id = as.integer(as.character(sa$id)),
+  trial = stats::ave(seq_len(nrow(sa)), sa$id, FUN = seq_along),
+  block = as.integer(as.character(sa$block)),
+  condition = as.character(sa$condition),
+  stim = as.character(sa$stim),
+  stim_cat = as.character(sa$stim_cat),
+  frequency = as.character(sa$frequency),
+  response = as.character(sa$response),
+  rt = sa$rt,
+  censor = as.integer(sa$censor),
+  correct = as.integer(as.character(sa$response) == as.character(sa$stim_cat)),
+  response_upper = as.integer(as.character(sa$response) == "word")
+)
+stopifnot(nrow(speed) == 1632, length(unique(speed$id)) == 17, all(table(speed$id) == 96))
+write_out(speed, "speed_acc.csv")
+
+## 3. radon (rstanarm): Minnesota radon, Gelman & Hill (2007) ----------------
+data("radon", package = "rstanarm")
+rad <- data.frame(
+  log_radon = radon$log_radon,
+  floor = as.integer(radon$floor),
+  county = as.character(radon$county),
+  log_uranium = radon$log_uranium
+)
+stopifnot(nrow(rad) == 919, length(unique(rad$county)) == 85)
+write_out(rad, "radon.csv")
+
+## 4. ChickWeight (base R datasets) -----------------------------------------
+cw <- as.data.frame(datasets::ChickWeight)
+chick <- data.frame(
+  weight = as.numeric(cw$weight),
+  Time = as.integer(cw$Time),
+  Chick = as.integer(as.character(cw$Chick)),
+  Diet = as.integer(as.character(cw$Diet))
+)
+stopifnot(nrow(chick) == 578, length(unique(chick$Chick)) == 50)
+write_out(chick, "chickweight.csv")

@@ -1,0 +1,43 @@
+"""Built-in generative models, one file each, and a registry to build them by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from amortbayes.models.conjugate_gaussian import ConjugateGaussian
+from amortbayes.models.linear_regression import GaussianLinearRegression
+from amortbayes.models.two_moons import TwoMoons
+
+MODELS: dict[str, type] = {
+    "conjugate_gaussian": ConjugateGaussian,
+    "gaussian_linear": GaussianLinearRegression,
+    "two_moons": TwoMoons,
+}
+
+
+def get_model(name: str, **config: Any):
+    """Build a built-in model by its registry name, e.g. ``get_model("two_moons")``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; built-in models are {sorted(MODELS)}")
+    try:
+        return MODELS[name](**config)
+    except TypeError as err:
+        raise ValueError(f"bad settings for model {name!r}: {err}") from err
+
+
+def example_data(model: Any, seed: int = 2024) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed observation of ``model`` with its true parameters: ``(theta (D,), x (N, F))``.
+
+    The data set has the largest trained size and is the same on every machine, so demos
+    and documentation show reproducible numbers.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    theta = model.sample_prior(1, gen)
+    x = model.simulate_data(theta, model.n_obs[1], gen)
+    return theta[0].numpy(), x[0].numpy()
+
+
+__all__ = ["ConjugateGaussian", "GaussianLinearRegression", "MODELS", "TwoMoons", "example_data", "get_model"]

@@ -1,0 +1,170 @@
+"""Summary networks: masked DeepSet, SetTransformer (ISAB + PMA) and a recurrent (GRU) summary.
+
+Each maps a padded set ``x (..., N, F)`` with its ``mask (..., N)`` to a fixed-size summary
+``(..., out_features)``; any leading dimensions are allowed (batch, groups).  Every network
+must satisfy one contract: *padding is invisible*.  Padded rows never reach the pooled
+statistic, so adding padding (or changing the padded values) leaves the output unchanged.
+Set networks are permutation invariant over the observed rows; the recurrent one reads the
+observed prefix in order.  All of them also see ``log N`` so the width of the posterior can
+follow the data set size.
+
+References:
+    Zaheer et al. (2017). Deep Sets. NeurIPS.
+    Lee et al. (2019). Set Transformer: A Framework for Attention-based
+    Permutation-Invariant Neural Networks. ICML.
+    Radev et al. (2020). BayesFlow: Learning complex stochastic models with invertible
+    neural networks. IEEE TNNLS.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from amortbayes.simulation import log_n
+
+
+def mlp(n_in: int, n_hidden: int, n_out: int, depth: int = 2) -> nn.Sequential:
+    """A ReLU MLP with ``depth`` hidden layers of width ``n_hidden``."""
+    layers: list[nn.Module] = []
+    width = n_in
+    for _ in range(depth):
+        layers += [nn.Linear(width, n_hidden), nn.ReLU()]
+        width = n_hidden
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+def _flatten(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    lead = x.shape[:-2]
+    return x.reshape(-1, *x.shape[-2:]), mask.reshape(-1, mask.shape[-1]), lead
+
+
+class DeepSet(nn.Module):
+    """Masked DeepSet: ``rho([mean_i phi(x_i), mean_i phi(x_i)^2 - mean^2, log N])``.
+
+    Example:
+        >>> net = DeepSet(2, 8)
+        >>> net(torch.randn(4, 10, 2), torch.ones(4, 10)).shape
+        torch.Size([4, 8])
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden: int = 64, depth: int = 2):
+        super().__init__()
+        self.out_features = out_features
+        self.phi = mlp(in_features, hidden, hidden, depth)
+        self.rho = mlp(2 * hidden + 1, hidden, out_features, depth)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1)
+        h = self.phi(x) * m
+        n = m.sum(-2).clamp_min(1.0)
+        mean = h.sum(-2) / n
+        var = (h * h).sum(-2) / n - mean * mean
+        return self.rho(torch.cat([mean, var.clamp_min(0.0), log_n(mask)], dim=-1))
+
+
+class _MAB(nn.Module):
+    """Multihead attention block ``H = LN(Q + MHA(Q, K)); out = LN(H + FF(H))``."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.att = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ff = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.ln1 = nn.LayerNorm(dim)
+        self.ln2 = nn.LayerNorm(dim)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+        h = self.ln1(q + self.att(q, k, k, key_padding_mask=pad, need_weights=False)[0])
+        return self.ln2(h + self.ff(h))
+
+
+class SetTransformer(nn.Module):
+    """Set Transformer: an embedding, ``n_blocks`` ISAB blocks, then PMA pooling.
+
+    The padding mask is passed to attention as ``key_padding_mask``, so padded rows are
+    never attended to; PMA pools only observed rows.
+
+    Example:
+        >>> net = SetTransformer(2, 8, dim=16, heads=2, inducing=4)
+        >>> net(torch.randn(3, 5, 2), torch.ones(3, 5)).shape
+        torch.Size([3, 8])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        dim: int = 64,
+        heads: int = 4,
+        inducing: int = 16,
+        n_blocks: int = 2,
+        seeds: int = 1,
+    ):
+        super().__init__()
+        self.out_features = out_features
+        self.embed = nn.Linear(in_features, dim)
+        self.inducing = nn.ParameterList(
+            [nn.Parameter(torch.randn(1, inducing, dim) * dim**-0.5) for _ in range(n_blocks)]
+        )
+        self.isab_in = nn.ModuleList([_MAB(dim, heads) for _ in range(n_blocks)])
+        self.isab_out = nn.ModuleList([_MAB(dim, heads) for _ in range(n_blocks)])
+        self.seed = nn.Parameter(torch.randn(1, seeds, dim) * dim**-0.5)
+        self.pma = _MAB(dim, heads)
+        self.head = mlp(seeds * dim + 1, dim, out_features, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        xf, mf, lead = _flatten(x, mask)
+        pad = mf <= 0
+        h = self.embed(xf)
+        for ind, mab_in, mab_out in zip(self.inducing, self.isab_in, self.isab_out):
+            z = mab_in(ind.expand(h.shape[0], -1, -1), h, pad)
+            h = mab_out(h, z, None)
+        pooled = self.pma(self.seed.expand(h.shape[0], -1, -1), h, pad).flatten(1)
+        out = self.head(torch.cat([pooled, log_n(mf)], dim=-1))
+        return out.reshape(*lead, -1)
+
+
+class RecurrentSummary(nn.Module):
+    """GRU or LSTM over a time series; the summary is the state after the last observed step.
+
+    The mask must mark an observed prefix (time series are padded at the end).
+
+    Example:
+        >>> net = RecurrentSummary(1, 8, hidden=16)
+        >>> mask = torch.tensor([[1.0, 1, 1, 0], [1, 1, 1, 1]])
+        >>> net(torch.randn(2, 4, 1), mask).shape
+        torch.Size([2, 8])
+    """
+
+    def __init__(self, in_features: int, out_features: int, hidden: int = 64, cell: str = "gru"):
+        super().__init__()
+        if cell not in ("gru", "lstm"):
+            raise ValueError(f"unknown recurrent cell {cell!r}; use 'gru' or 'lstm'")
+        self.out_features = out_features
+        rnn = nn.GRU if cell == "gru" else nn.LSTM
+        self.rnn = rnn(in_features, hidden, batch_first=True)
+        self.head = mlp(hidden + 1, hidden, out_features, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        xf, mf, lead = _flatten(x, mask)
+        lengths = mf.sum(-1).clamp_min(1).long().cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(xf, lengths, batch_first=True, enforce_sorted=False)
+        _, state = self.rnn(packed)
+        h = state[0] if isinstance(state, tuple) else state
+        out = self.head(torch.cat([h[-1], log_n(mf)], dim=-1))
+        return out.reshape(*lead, -1)
+
+
+SUMMARY_NETWORKS = {"deepset": DeepSet, "set_transformer": SetTransformer, "recurrent": RecurrentSummary}
+
+
+def build_summary(kind: str, in_features: int, out_features: int, hidden: int) -> nn.Module:
+    """Build a summary network by name: ``"deepset"``, ``"set_transformer"`` or ``"recurrent"``."""
+    if kind == "deepset":
+        return DeepSet(in_features, out_features, hidden)
+    if kind == "set_transformer":
+        return SetTransformer(in_features, out_features, dim=hidden, heads=4 if hidden % 4 == 0 else 1)
+    if kind == "recurrent":
+        return RecurrentSummary(in_features, out_features, hidden)
+    raise ValueError(f"unknown summary network {kind!r}; choose one of {sorted(SUMMARY_NETWORKS)}")

@@ -1,0 +1,281 @@
+"""The one training loop: online or offline, validation, checkpoints and resume, progress, device.
+
+:func:`fit` minimises ``amortizer.loss(batch)`` with Adam, a cosine-decayed learning rate
+and gradient-norm clipping.  It serves every amortizer (posterior, multilevel, and later
+joint, sensitivity-aware and FIM-regularised ones), which differ only in their loss.
+
+* **online**: every step simulates a fresh batch from ``simulator``; an epoch is
+  ``iterations_per_epoch`` steps; validation uses one fixed simulated set.
+* **offline**: ``data`` is a fixed batch of simulations (a simulation budget); a
+  ``validation_fraction`` is held out; an epoch is one shuffled pass over the rest.
+
+After every epoch a checkpoint (weights, optimizer and scheduler state, random states,
+history) is written to ``checkpoint_dir``; ``resume=True`` continues from it with the same
+optimizer state, so an interrupted run ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from amortbayes.simulation import Batch, Simulator
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Settings of :func:`fit`.
+
+    Attributes:
+        epochs: number of epochs.
+        iterations_per_epoch: optimizer steps per epoch in online training.
+        batch_size: simulated data sets per step.
+        learning_rate: initial Adam learning rate; decays to ``learning_rate * final_lr_fraction``
+            along a cosine over all steps.
+        final_lr_fraction: learning rate at the end relative to the start.
+        clip_grad_norm: gradient norm clipping threshold (``None`` disables).
+        validation_sims: size of the fixed validation set in online training.
+        validation_fraction: held-out fraction in offline training.
+        adapt_sims: simulations used to learn the standardization in online training.
+    """
+
+    epochs: int = 20
+    iterations_per_epoch: int = 100
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    final_lr_fraction: float = 0.01
+    clip_grad_norm: float | None = 5.0
+    validation_sims: int = 256
+    validation_fraction: float = 0.1
+    adapt_sims: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "iterations_per_epoch", "batch_size", "validation_sims", "adapt_sims"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainSettings.{name} must be a positive integer")
+        if not 0.0 < self.learning_rate:
+            raise ValueError("TrainSettings.learning_rate must be positive")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError("TrainSettings.validation_fraction must be in [0, 1)")
+
+
+class TrainingDiverged(FloatingPointError):
+    """Raised when the loss becomes NaN or infinite."""
+
+
+def fit(
+    amortizer: torch.nn.Module,
+    simulator: Simulator | None = None,
+    *,
+    data: Batch | None = None,
+    settings: TrainSettings | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train ``amortizer`` online on ``simulator`` or offline on a fixed simulated ``data`` batch.
+
+    Args:
+        amortizer: any amortizer (``loss(batch)``, ``adapt(batch)``, ``config()``).
+        simulator: a model with ``simulate(batch_size, generator)`` (online training, and the
+            source of the validation set).
+        data: a fixed batch of simulations (offline training); overrides online simulation.
+        settings: optimisation settings.
+        checkpoint_dir: folder for ``checkpoint.pt``, written after every epoch.
+        resume: continue from the checkpoint in ``checkpoint_dir``.
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``...).
+        seed: seeds simulation, shuffling and any stochastic layers.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The loss history, one row per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``lr``,
+        ``seconds``.
+
+    Raises:
+        TrainingDiverged: the loss became NaN/Inf (the last good checkpoint is kept).
+        ValueError: inconsistent arguments or a checkpoint written for another amortizer.
+    """
+    s = settings or TrainSettings()
+    dev = _device(device)
+    if simulator is None and data is None:
+        raise ValueError("fit() needs a simulator (online training) or data= (offline training)")
+    if data is not None:
+        data = _validate_offline(data)
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs the checkpoint_dir of the interrupted run")
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    amortizer.to(dev)
+
+    # the validation set and the training split are fixed by the seed, before any resume
+    if data is not None:
+        n = next(iter(data.values())).shape[0]
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+        n_val = int(round(n * s.validation_fraction))
+        val = {k: v[perm[:n_val]] for k, v in data.items()} if n_val > 0 else None
+        train = {k: v[perm[n_val:]] for k, v in data.items()}
+        steps_per_epoch = math.ceil(train_size(train) / s.batch_size)
+    else:
+        vgen = torch.Generator().manual_seed(seed + 1)
+        val = simulator.simulate(s.validation_sims, vgen)  # type: ignore[union-attr]
+        train = None
+        steps_per_epoch = s.iterations_per_epoch
+
+    total_steps = s.epochs * steps_per_epoch
+    optimizer = torch.optim.Adam(amortizer.parameters(), lr=s.learning_rate)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=total_steps, eta_min=s.learning_rate * s.final_lr_fraction
+    )
+    fingerprint = json.dumps(amortizer.config(), sort_keys=True)
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
+
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    if resume:
+        start_epoch, history = _load_checkpoint(ckpt_path, amortizer, optimizer, scheduler, gen, fingerprint, dev)
+    else:
+        adapt_batch = train if train is not None else simulator.simulate(s.adapt_sims, gen)  # type: ignore[union-attr]
+        amortizer.adapt({k: v.to(dev) for k, v in adapt_batch.items()})
+
+    bar = tqdm(
+        range(start_epoch, s.epochs), desc="training", unit="epoch", disable=not progress,
+        initial=start_epoch, total=s.epochs,
+    )
+    for epoch in bar:
+        t0 = time.perf_counter()
+        amortizer.train()
+        losses = []
+        batches = _offline_batches(train, s.batch_size, gen) if train is not None else None
+        for step in range(steps_per_epoch):
+            batch = next(batches) if batches is not None else simulator.simulate(s.batch_size, gen)  # type: ignore[union-attr]
+            batch = {k: v.to(dev) for k, v in batch.items()}
+            loss = amortizer.loss(batch)
+            if not torch.isfinite(loss):
+                last = f"the checkpoint of epoch {epoch}" if ckpt_path and epoch > 0 else "no checkpoint"
+                raise TrainingDiverged(
+                    f"training diverged: the loss became {loss.item()} at epoch {epoch + 1}, step "
+                    f"{step + 1}; {last} is kept. Try a lower learning_rate (now "
+                    f"{s.learning_rate}), a smaller clip_grad_norm, or check the simulator for "
+                    f"NaN/Inf output."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if s.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(amortizer.parameters(), s.clip_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+        val_loss = _evaluate(amortizer, val, s.batch_size * 8, dev)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": sum(losses) / len(losses),
+                "val_loss": val_loss,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=f"{val_loss:.3f}")
+        if ckpt_path is not None:
+            _save_checkpoint(ckpt_path, epoch + 1, amortizer, optimizer, scheduler, gen, history, fingerprint)
+    amortizer.eval()
+    return pd.DataFrame(history, columns=["epoch", "train_loss", "val_loss", "lr", "seconds"])
+
+
+def train_size(batch: Batch) -> int:
+    return int(next(iter(batch.values())).shape[0])
+
+
+def _device(device: str) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but CUDA is not available; use device='cpu'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; use 'cpu' or 'cuda'")
+    return dev
+
+
+def _validate_offline(data: Batch) -> Batch:
+    if not isinstance(data, dict) or not data:
+        raise TypeError("data= must be a batch: a dict of tensors such as model.simulate(n) returns")
+    sizes = {k: v.shape[0] for k, v in data.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"all tensors in data= must have the same first dimension, got {sizes}")
+    out = {}
+    for k, v in data.items():
+        t = torch.as_tensor(v, dtype=torch.float32)
+        if not torch.isfinite(t).all():
+            raise ValueError(f"offline training data {k!r} contains NaN or Inf")
+        out[k] = t
+    return out
+
+
+def _offline_batches(train: Batch, batch_size: int, gen: torch.Generator):
+    n = train_size(train)
+    perm = torch.randperm(n, generator=gen)
+    for i in range(0, n, batch_size):
+        idx = perm[i : i + batch_size]
+        yield {k: v[idx] for k, v in train.items()}
+
+
+def _evaluate(amortizer: torch.nn.Module, val: Batch | None, chunk: int, dev: torch.device) -> float:
+    if val is None:
+        return float("nan")
+    amortizer.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, train_size(val), chunk):
+            b = {k: v[i : i + chunk].to(dev) for k, v in val.items()}
+            m = train_size(b)
+            total += amortizer.loss(b).item() * m
+            n += m
+    return total / n
+
+
+def _save_checkpoint(path, epoch, amortizer, optimizer, scheduler, gen, history, fingerprint) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "epoch": epoch,
+        "fingerprint": fingerprint,
+        "model": amortizer.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "history": history,
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic: an interruption never leaves a half-written checkpoint
+
+
+def _load_checkpoint(path, amortizer, optimizer, scheduler, gen, fingerprint, dev):
+    if path is None or not path.exists():
+        raise ValueError(f"resume=True but no checkpoint found at {path}")
+    state = torch.load(path, map_location=dev, weights_only=True)
+    if state.get("fingerprint") != fingerprint:
+        saved = json.loads(state.get("fingerprint", "{}")).get("model", {}).get("name", "?")
+        now = json.loads(fingerprint).get("model", {}).get("name", "?")
+        raise ValueError(
+            f"the checkpoint at {path} was written for another model/amortizer (model "
+            f"{saved!r}) and cannot resume training of this one (model {now!r}) with these settings"
+        )
+    amortizer.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epoch"]), list(state["history"])
