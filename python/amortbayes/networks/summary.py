@@ -40,8 +40,19 @@ def _flatten(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return x.reshape(-1, *x.shape[-2:]), mask.reshape(-1, mask.shape[-1]), lead
 
 
+def pairwise_products(x: torch.Tensor) -> torch.Tensor:
+    """Append the products ``x_k x_l`` (``k <= l``) of each row's features: ``(..., F + F(F+1)/2)``."""
+    k, l = torch.triu_indices(x.shape[-1], x.shape[-1], device=x.device)
+    return torch.cat([x, x[..., k] * x[..., l]], dim=-1)
+
+
 class DeepSet(nn.Module):
-    """Masked DeepSet: ``rho([mean_i phi(x_i), mean_i phi(x_i)^2 - mean^2, log N])``.
+    """Masked DeepSet: ``rho([mean_i phi(x_i), var_i phi(x_i), log N])``.
+
+    With ``interactions=True`` each row enters ``phi`` together with the pairwise products
+    of its features, so second moments (``X'X``, ``X'y`` of a regression, the sufficient
+    statistics of Gaussian models) are available from the first layer instead of having
+    to be learned.
 
     Example:
         >>> net = DeepSet(2, 8)
@@ -49,15 +60,19 @@ class DeepSet(nn.Module):
         torch.Size([4, 8])
     """
 
-    def __init__(self, in_features: int, out_features: int, hidden: int = 64, depth: int = 2):
+    def __init__(
+        self, in_features: int, out_features: int, hidden: int = 64, depth: int = 2, interactions: bool = True
+    ):
         super().__init__()
         self.out_features = out_features
-        self.phi = mlp(in_features, hidden, hidden, depth)
+        self.interactions = interactions
+        n_in = in_features + in_features * (in_features + 1) // 2 if interactions else in_features
+        self.phi = mlp(n_in, hidden, hidden, depth)
         self.rho = mlp(2 * hidden + 1, hidden, out_features, depth)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(-1)
-        h = self.phi(x) * m
+        h = self.phi(pairwise_products(x) if self.interactions else x) * m
         n = m.sum(-2).clamp_min(1.0)
         mean = h.sum(-2) / n
         var = (h * h).sum(-2) / n - mean * mean

@@ -1,0 +1,51 @@
+"""Diagnostics of amortized posteriors: pure functions of draws and true values.
+
+All functions take posterior ``draws`` of shape ``(S, L, D)`` (``S`` simulated data sets,
+``L`` draws each, ``D`` parameters) and, where relevant, ``truth`` of shape ``(S, D)``;
+``(S, L)`` and ``(S,)`` are accepted for one parameter.  They return numpy arrays or
+pandas data frames and never plot (see :mod:`amortbayes.plots`).
+
+- :mod:`.sbc`: simulation-based calibration with simultaneous ECDF bands.
+- :mod:`.recovery`: R², normalized RMSE and correlation of posterior means vs truth.
+- :mod:`.calibration`: z-scores, contraction, expected coverage, calibration error.
+- :mod:`.c2st`: classifier two-sample test against reference draws.
+
+Example:
+    >>> import numpy as np
+    >>> from amortbayes.diagnostics import sbc_check
+    >>> rng = np.random.default_rng(0)
+    >>> sbc_check(rng.normal(size=(100, 50, 1)), rng.normal(size=(100, 1)))["passed"].tolist()
+    [True]
+"""
+
+from amortbayes.diagnostics.c2st import c2st
+from amortbayes.diagnostics.calibration import (
+    calibration_error,
+    expected_coverage,
+    posterior_contraction,
+    posterior_z_scores,
+)
+from amortbayes.diagnostics.recovery import recovery
+from amortbayes.diagnostics.sbc import (
+    SBCBands,
+    sbc_check,
+    sbc_check_ranks,
+    sbc_ecdf_bands,
+    sbc_ecdf_diff,
+    sbc_ranks,
+)
+
+__all__ = [
+    "SBCBands",
+    "c2st",
+    "calibration_error",
+    "expected_coverage",
+    "posterior_contraction",
+    "posterior_z_scores",
+    "recovery",
+    "sbc_check",
+    "sbc_check_ranks",
+    "sbc_ecdf_bands",
+    "sbc_ecdf_diff",
+    "sbc_ranks",
+]
