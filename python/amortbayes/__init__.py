@@ -1,10 +1,16 @@
 """amortbayes: amortized Bayesian inference; train once on simulations, draw posteriors in milliseconds."""
 
 from amortbayes._version import __version__
-from amortbayes.amortizers import PosteriorAmortizer, PosteriorSettings, summarize_draws
+from amortbayes.amortizers import (
+    MultilevelAmortizer,
+    MultilevelSettings,
+    PosteriorAmortizer,
+    PosteriorSettings,
+    summarize_draws,
+)
 from amortbayes.io import load, save
 from amortbayes.networks import FlowSettings
-from amortbayes.simulation import Batch, FlatModel, ModelInfo, Simulator
+from amortbayes.simulation import Batch, FlatModel, ModelInfo, MultilevelModel, Simulator
 from amortbayes.train import TrainingDiverged, TrainSettings, fit
 
 __all__ = [
@@ -12,6 +18,9 @@ __all__ = [
     "FlatModel",
     "FlowSettings",
     "ModelInfo",
+    "MultilevelAmortizer",
+    "MultilevelModel",
+    "MultilevelSettings",
     "PosteriorAmortizer",
     "PosteriorSettings",
     "Simulator",

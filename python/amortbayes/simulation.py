@@ -61,6 +61,9 @@ class ModelInfo:
         config: keyword arguments that rebuild the model (JSON-serialisable).
         local_parameter_names: names of the group-level parameters (multilevel only).
         n_groups: inclusive range of the number of groups (multilevel only).
+        parameter_support: per global parameter ``"real"``, ``"positive"``, ``"unit"`` or
+            ``"correlation"`` (empty: all real); flows work on the unconstrained scale.
+        local_parameter_support: the same for the local parameters.
     """
 
     name: str
@@ -70,6 +73,8 @@ class ModelInfo:
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
     local_parameter_names: tuple[str, ...] = ()
     n_groups: tuple[int, int] = (1, 1)
+    parameter_support: tuple[str, ...] = ()
+    local_parameter_support: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +85,8 @@ class ModelInfo:
             "config": dict(self.config),
             "local_parameter_names": list(self.local_parameter_names),
             "n_groups": list(self.n_groups),
+            "parameter_support": list(self.parameter_support),
+            "local_parameter_support": list(self.local_parameter_support),
         }
 
     @classmethod
@@ -92,6 +99,8 @@ class ModelInfo:
             config=dict(d.get("config", {})),
             local_parameter_names=tuple(d.get("local_parameter_names", ())),
             n_groups=tuple(int(v) for v in d.get("n_groups", (1, 1))),  # type: ignore[arg-type]
+            parameter_support=tuple(d.get("parameter_support", ())),
+            local_parameter_support=tuple(d.get("local_parameter_support", ())),
         )
 
 
@@ -121,6 +130,7 @@ class FlatModel(abc.ABC):
     parameter_names: tuple[str, ...] = ()
     data_names: tuple[str, ...] = ()
     n_obs: tuple[int, int] = (1, 1)
+    parameter_support: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -146,6 +156,7 @@ class FlatModel(abc.ABC):
             data_names=tuple(self.data_names),
             n_obs=(int(self.n_obs[0]), int(self.n_obs[1])),
             config=self.config(),
+            parameter_support=tuple(self.parameter_support),
         )
 
     def simulate(
@@ -162,6 +173,105 @@ class FlatModel(abc.ABC):
         x = self.simulate_data(theta, n_max, generator).float()
         mask = (torch.arange(n_max)[None, :] < sizes[:, None]).float()
         return {"theta_global": theta, "x": x * mask[..., None], "mask": mask}
+
+
+class MultilevelModel(abc.ABC):
+    """A two-level model (Habermann et al. 2024, eq. 13): global ``(tau, sigma)``, local ``theta_j``, data ``x_j``.
+
+        (tau, sigma) ~ p(tau) p(sigma),   theta_j | tau ~ p(theta_j | tau),
+        x_{j,i} | theta_j, sigma ~ p(x | theta_j, sigma),   j = 1..J,  i = 1..N_j
+
+    Subclasses implement the three sampling steps for a whole batch and, for
+    leave-one-group-out cross-validation, the two densities :meth:`local_log_prior` and
+    :meth:`log_likelihood`.  :meth:`simulate` draws ``J`` per data set and ``N_j`` per group
+    uniformly from their ranges (so one batch mixes sizes), simulates at the maxima and
+    masks the rest: ``theta_local`` of padded groups and ``x`` of padded rows are zero.
+    """
+
+    name: str = "multilevel"
+    parameter_names: tuple[str, ...] = ()  # global: hyperparameters and shared parameters
+    local_parameter_names: tuple[str, ...] = ()
+    data_names: tuple[str, ...] = ()
+    n_groups: tuple[int, int] = (1, 1)
+    n_obs: tuple[int, int] = (1, 1)
+    parameter_support: tuple[str, ...] = ()
+    local_parameter_support: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def sample_global(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``(n, G)`` draws of the hyper- and shared parameters."""
+
+    @abc.abstractmethod
+    def sample_local(
+        self, theta_global: torch.Tensor, n_groups: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``(..., n_groups, L)`` group parameters given ``theta_global (..., G)``."""
+
+    @abc.abstractmethod
+    def simulate_data(
+        self,
+        theta_global: torch.Tensor,
+        theta_local: torch.Tensor,
+        n_obs: int,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``(B, J, n_obs, F)`` observations; rows of a time series are in time order."""
+
+    def local_log_prior(self, theta_global: torch.Tensor, theta_local: torch.Tensor) -> torch.Tensor:
+        """``log p(theta_j | tau)``, shape ``theta_local.shape[:-1]``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define local_log_prior")
+
+    def log_likelihood(
+        self, theta_global: torch.Tensor, theta_local: torch.Tensor, x: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """``log p(x_j | theta_j, sigma)`` summed over each group's observed rows: shape ``x.shape[:-2]``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define log_likelihood")
+
+    def config(self) -> dict[str, Any]:
+        if dataclasses.is_dataclass(self):
+            return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {}
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.name,
+            parameter_names=tuple(self.parameter_names),
+            data_names=tuple(self.data_names),
+            n_obs=(int(self.n_obs[0]), int(self.n_obs[1])),
+            config=self.config(),
+            local_parameter_names=tuple(self.local_parameter_names),
+            n_groups=(int(self.n_groups[0]), int(self.n_groups[1])),
+            parameter_support=tuple(self.parameter_support),
+            local_parameter_support=tuple(self.local_parameter_support),
+        )
+
+    def simulate(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        n_groups: int | tuple[int, int] | None = None,
+        n_obs: int | tuple[int, int] | None = None,
+    ) -> Batch:
+        """A batch with ``J`` drawn per data set and ``N_j`` per group (inclusive ranges)."""
+        jlo, jhi = _size_range(self.n_groups if n_groups is None else n_groups)
+        nlo, nhi = _size_range(self.n_obs if n_obs is None else n_obs)
+        theta_g = self.sample_global(batch_size, generator).float()
+        groups = torch.randint(jlo, jhi + 1, (batch_size,), generator=generator)
+        j_max = int(groups.max())
+        group_mask = (torch.arange(j_max)[None, :] < groups[:, None]).float()
+        sizes = torch.randint(nlo, nhi + 1, (batch_size, j_max), generator=generator) * group_mask.long()
+        n_max = int(sizes.max())
+        theta_l = self.sample_local(theta_g, j_max, generator).float()
+        x = self.simulate_data(theta_g, theta_l, n_max, generator).float()
+        mask = (torch.arange(n_max)[None, None, :] < sizes[..., None]).float()
+        return {
+            "theta_global": theta_g,
+            "theta_local": theta_l * group_mask[..., None],
+            "x": x * mask[..., None],
+            "mask": mask,
+            "group_mask": group_mask,
+        }
 
 
 def _size_range(n: int | tuple[int, int] | Sequence[int]) -> tuple[int, int]:
@@ -278,6 +388,174 @@ def prepare_observed(
     return torch.from_numpy(x_np), torch.from_numpy(mask_np.astype(np.float32)), single
 
 
+@dataclasses.dataclass(frozen=True)
+class MultilevelData:
+    """Validated, padded multilevel data: ``x (B, J, N, F)``, ``mask (B, J, N)``, ``group_mask (B, J)``."""
+
+    x: torch.Tensor
+    mask: torch.Tensor
+    group_mask: torch.Tensor
+    group_labels: tuple[tuple[str, ...], ...]
+
+
+def prepare_multilevel(
+    data: Any,
+    info: ModelInfo,
+    *,
+    group: str | None = None,
+    columns: dict[str, str] | None = None,
+    warn_outside: bool = True,
+) -> MultilevelData:
+    """Turn multilevel user data into padded tensors after validating it.
+
+    Accepted forms:
+
+    * a long DataFrame with one row per observation, a grouping column ``group`` and the
+      model's observed columns (``columns`` maps model names to data-frame names, e.g.
+      ``{"x": "Days", "y": "Reaction"}``); rows keep their order within a group (time
+      series), groups are labelled by their values;
+    * a list of such DataFrames (several data sets);
+    * a list of 2-D arrays, one per group (one data set);
+    * a batch dict with ``x (B, J, N, F)`` (or ``(J, N, F)``), ``mask`` and ``group_mask``.
+
+    Raises:
+        ValueError: unknown grouping column, missing columns, NaN/Inf (naming the column
+            and group), a group with zero observations, no groups at all.
+    """
+    import warnings
+
+    if isinstance(data, MultilevelData):
+        return data
+    if isinstance(data, dict):
+        out = _multilevel_from_batch(data, info)
+    elif isinstance(data, pd.DataFrame):
+        out = _multilevel_from_frames([data], info, group, columns)
+    elif isinstance(data, (list, tuple)) and data and all(isinstance(d, pd.DataFrame) for d in data):
+        out = _multilevel_from_frames(list(data), info, group, columns)
+    elif isinstance(data, (list, tuple)) and data:
+        arrays = [np.asarray(_as_np(a), dtype=np.float64) for a in data]
+        for k, a in enumerate(arrays):
+            if a.ndim != 2:
+                raise ValueError(f"group {k + 1}: each group must be a 2-D array (N_j, F), got shape {a.shape}")
+        labels = tuple(str(k + 1) for k in range(len(arrays)))
+        out = _pack([arrays], [labels], info)
+    else:
+        raise TypeError(
+            "multilevel data must be a DataFrame with a grouping column, a list of per-group arrays, "
+            f"or a batch dict; got {type(data).__name__}"
+        )
+    if warn_outside:
+        jlo, jhi = info.n_groups
+        nlo, nhi = info.n_obs
+        js = out.group_mask.sum(1).int().tolist()
+        ns = out.mask.sum(-1)[out.group_mask > 0].int().tolist()
+        bad_j = sorted({j for j in js if j < jlo or j > jhi})
+        bad_n = sorted({n for n in ns if n < nlo or n > nhi})
+        if bad_j:
+            warnings.warn(
+                f"number of groups J = {bad_j[:5]} outside the trained range [{jlo}, {jhi}]; "
+                "the posterior there is an extrapolation", stacklevel=3)
+        if bad_n:
+            warnings.warn(
+                f"group size(s) N_j = {bad_n[:5]} outside the trained range [{nlo}, {nhi}]; "
+                "the posterior there is an extrapolation", stacklevel=3)
+    return out
+
+
+def _multilevel_from_frames(frames, info, group, columns) -> MultilevelData:
+    if group is None:
+        raise ValueError("multilevel data frames need group= naming the grouping column")
+    columns = dict(columns or {})
+    unknown = sorted(set(columns) - set(info.data_names))
+    if unknown:
+        raise ValueError(f"columns= maps unknown model variable(s) {unknown}; the model's are {list(info.data_names)}")
+    names = [columns.get(n, n) for n in info.data_names]
+    all_arrays, all_labels = [], []
+    for k, df in enumerate(frames):
+        where = "" if len(frames) == 1 else f" (data set {k + 1})"
+        if group not in df.columns:
+            raise ValueError(f"unknown grouping column {group!r}{where}; the data have columns {list(df.columns)}")
+        missing = [c for c in names if c not in df.columns]
+        if missing:
+            raise ValueError(f"data{where} is missing column(s) {missing}; the model needs {names}")
+        if df.empty:
+            raise ValueError(f"data{where} has no rows")
+        if df[group].isna().any():
+            raise ValueError(f"grouping column {group!r}{where} contains missing values")
+        g = df[group]
+        levels = list(g.cat.categories) if isinstance(g.dtype, pd.CategoricalDtype) else list(pd.unique(g))
+        arrays, labels = [], []
+        for level in levels:
+            rows = df.loc[g == level, names]
+            if len(rows) == 0:
+                raise ValueError(f"group {level!r}{where} has zero observations; drop unused levels")
+            values = rows.to_numpy(dtype=np.float64)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                col = names[int(np.argwhere(bad)[0][1])]
+                raise ValueError(f"column {col!r} contains NaN or Inf in group {level!r}{where}; remove or impute it")
+            arrays.append(values)
+            labels.append(str(level))
+        all_arrays.append(arrays)
+        all_labels.append(tuple(labels))
+    return _pack(all_arrays, all_labels, info)
+
+
+def _pack(data_sets: list[list[np.ndarray]], labels: list[tuple[str, ...]], info: ModelInfo) -> MultilevelData:
+    n_feat = len(info.data_names)
+    b = len(data_sets)
+    j_max = max(len(d) for d in data_sets)
+    if j_max == 0:
+        raise ValueError("the data set has no groups")
+    n_max = max(a.shape[0] for d in data_sets for a in d)
+    x = np.zeros((b, j_max, max(n_max, 1), n_feat), dtype=np.float32)
+    mask = np.zeros((b, j_max, max(n_max, 1)), dtype=np.float32)
+    gmask = np.zeros((b, j_max), dtype=np.float32)
+    for i, groups in enumerate(data_sets):
+        for j, a in enumerate(groups):
+            if a.shape[-1] != n_feat:
+                raise ValueError(
+                    f"wrong number of features in group {labels[i][j]!r}: the model has {n_feat} "
+                    f"observed columns {list(info.data_names)}, got {a.shape[-1]}")
+            if a.shape[0] == 0:
+                raise ValueError(f"group {labels[i][j]!r} has zero observations")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"group {labels[i][j]!r} contains NaN or Inf values")
+            x[i, j, : a.shape[0]] = a
+            mask[i, j, : a.shape[0]] = 1.0
+            gmask[i, j] = 1.0
+    return MultilevelData(torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(gmask), tuple(labels))
+
+
+def _multilevel_from_batch(data: dict, info: ModelInfo) -> MultilevelData:
+    if "x" not in data:
+        raise ValueError("a dict of multilevel data needs the key 'x' (and 'mask', 'group_mask')")
+    x = torch.as_tensor(_as_np(data["x"]), dtype=torch.float32)
+    if x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4:
+        raise ValueError(f"multilevel x must have shape (B, J, N, F) or (J, N, F), got {tuple(x.shape)}")
+    if x.shape[-1] != len(info.data_names):
+        raise ValueError(
+            f"wrong number of features: the model has {len(info.data_names)} observed columns "
+            f"{list(info.data_names)}, the data have {x.shape[-1]}")
+    mask = torch.as_tensor(_as_np(data["mask"]), dtype=torch.float32).reshape(x.shape[:3]) if "mask" in data \
+        else torch.ones(x.shape[:3])
+    gmask = torch.as_tensor(_as_np(data["group_mask"]), dtype=torch.float32).reshape(x.shape[:2]) \
+        if "group_mask" in data else (mask.sum(-1) > 0).float()
+    empty = (gmask > 0) & (mask.sum(-1) == 0)
+    if empty.any():
+        b, j = torch.nonzero(empty)[0].tolist()
+        raise ValueError(f"group {j + 1} of data set {b + 1} has zero observations")
+    observed = x[mask > 0]
+    if not torch.isfinite(observed).all():
+        col = int(torch.nonzero(~torch.isfinite(observed))[0, 1])
+        raise ValueError(f"column {info.data_names[col]!r} contains NaN or Inf")
+    x = torch.where(mask[..., None] > 0, x, torch.zeros_like(x))
+    labels = tuple(tuple(str(j + 1) for j in range(int(g.sum()))) for g in gmask)
+    return MultilevelData(x, mask, gmask, labels)
+
+
 def _as_np(a: Any) -> np.ndarray:
     if isinstance(a, torch.Tensor):
         return a.detach().cpu().numpy()
@@ -319,6 +597,13 @@ def _check_finite_nonempty(rows: np.ndarray, what: str) -> None:
         )
 
 
+def numpy_rng(generator: torch.Generator | None) -> np.random.Generator:
+    """A numpy generator seeded from ``generator``, for distributions torch cannot sample with one (Beta, Gamma)."""
+    if generator is None:
+        return np.random.default_rng()
+    return np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+
+
 def log_n(mask: torch.Tensor) -> torch.Tensor:
     """``log(N)`` per set from a mask ``(..., N)``, as a ``(..., 1)`` feature for summaries."""
     return torch.log(mask.sum(-1, keepdim=True).clamp_min(1.0))
@@ -328,8 +613,12 @@ __all__ = [
     "Batch",
     "FlatModel",
     "ModelInfo",
+    "MultilevelData",
+    "MultilevelModel",
     "Simulator",
     "pad_datasets",
+    "prepare_multilevel",
     "prepare_observed",
     "log_n",
+    "numpy_rng",
 ]

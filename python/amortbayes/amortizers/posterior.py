@@ -7,8 +7,10 @@ flow ``q_phi``, NPE minimises the expected negative log posterior density
 
 which equals ``E_x KL(p(theta | x) || q_phi(theta | h_psi(x)))`` up to a constant, so its
 minimiser is the true posterior wherever the networks are expressive enough.  Parameters
-and data are standardized first (statistics learned from simulations); ``log_prob`` adds
-the standardization's log-Jacobian so densities are on the original scale.
+are mapped to an unconstrained scale (log for positive ones, logit, atanh) and, like the
+data, standardized with statistics learned from simulations; ``log_prob`` adds the
+log-Jacobian of that map so densities are on the original scale and draws never leave
+the support.
 
 References:
     Papamakarios & Murray (2016). Fast epsilon-free inference of simulation models with
@@ -37,7 +39,7 @@ from amortbayes.amortizers.base import (
     summarize_draws,
     theta_from_user,
 )
-from amortbayes.networks import FlowSettings, Standardizer, build_flow, build_summary, sample_flow
+from amortbayes.networks import FlowSettings, ParameterMap, Standardizer, build_flow, build_summary, sample_flow
 from amortbayes.simulation import Batch, ModelInfo, Simulator, prepare_observed
 
 
@@ -99,7 +101,7 @@ class PosteriorAmortizer(nn.Module):
             raise ValueError("a model needs at least one parameter and one observed column")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)
-            self.theta_std = Standardizer(n_par)
+            self.theta_map = ParameterMap(tuple(info.parameter_support) or n_par)
             self.x_std = Standardizer(n_feat)
             self.summary_net = build_summary(s.summary, n_feat, s.summary_dim, s.summary_hidden)
             self.flow = build_flow(n_par, s.summary_dim, s.flow)
@@ -107,7 +109,7 @@ class PosteriorAmortizer(nn.Module):
     # -- training -------------------------------------------------------------------------
     def adapt(self, batch: Batch) -> None:
         """Learn the standardization of parameters and data from simulations."""
-        self.theta_std.fit(batch["theta_global"])
+        self.theta_map.fit(batch["theta_global"])
         self.x_std.fit(batch["x"], batch["mask"])
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -118,7 +120,7 @@ class PosteriorAmortizer(nn.Module):
     def loss(self, batch: Batch) -> torch.Tensor:
         """Mean negative log posterior density of the standardized parameters."""
         context = self.embed(batch["x"], batch["mask"])
-        z = self.theta_std(batch["theta_global"])
+        z = self.theta_map(batch["theta_global"])
         return -self.flow.log_prob(z, context=context).mean()
 
     # -- inference ------------------------------------------------------------------------
@@ -157,14 +159,16 @@ class PosteriorAmortizer(nn.Module):
         evaluated under each data set: returns ``(M,)`` for one data set, ``(B, M)`` for many.
         """
         th = torch.from_numpy(theta_from_user(theta, self.info.parameter_names))
+        self.theta_map.check_support(th, self.info.parameter_names)
         x, mask, single = prepare_observed(data, self.info)
         dev = module_device(self)
         with inference_mode(self):
             context = self.embed(x.to(dev), mask.to(dev))
             b, m = context.shape[0], th.shape[0]
-            z = self.theta_std(th.to(dev)).repeat(b, 1)
-            lp = self.flow.log_prob(z, context=context.repeat_interleave(m, dim=0))
-            lp = (lp + self.theta_std.log_abs_det()).reshape(b, m).cpu().numpy()
+            th = th.to(dev)
+            z = self.theta_map(th).repeat(b, 1)
+            lp = self.flow.log_prob(z, context=context.repeat_interleave(m, dim=0)).reshape(b, m)
+            lp = (lp + self.theta_map.log_abs_det(th)[None, :]).cpu().numpy()
         return lp[0] if single else lp
 
     def _draws(self, data: Any, n: int, seed: int | None) -> tuple[np.ndarray, bool]:
@@ -175,7 +179,7 @@ class PosteriorAmortizer(nn.Module):
         with inference_mode(self):
             context = self.embed(x.to(dev), mask.to(dev))
             z = sample_flow(self.flow, int(n), context, make_generator(seed))
-            theta = self.theta_std.inverse(z)
+            theta = self.theta_map.inverse(z)
         return theta.cpu().numpy(), single
 
     # -- persistence ----------------------------------------------------------------------

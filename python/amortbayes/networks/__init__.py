@@ -1,12 +1,13 @@
 """Summary networks (DeepSet, SetTransformer, recurrent), nflows inference flows, standardization."""
 
 from amortbayes.networks.flows import FlowSettings, build_flow, sample_flow
-from amortbayes.networks.standardize import Standardizer
+from amortbayes.networks.standardize import ParameterMap, Standardizer
 from amortbayes.networks.summary import DeepSet, RecurrentSummary, SetTransformer, build_summary
 
 __all__ = [
     "DeepSet",
     "FlowSettings",
+    "ParameterMap",
     "RecurrentSummary",
     "SetTransformer",
     "Standardizer",

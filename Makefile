@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh Debian 12 machine with Python 3.11:
+#   make demo   set up .venv, train a built-in model, summarize a shipped observation, SBC + plots
+#   make test   set up .venv, run the test suite (slow statistical checks: make test-slow)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# the CPU wheel of torch lies on disk here; installing it first keeps pip from pulling a CUDA build
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup demo test test-slow bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/amortbayes demo --out amortbayes-demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) benchmarks/latency.py
+	$(PY) benchmarks/training.py
+
+clean:
+	rm -rf $(VENV) amortbayes-demo .pytest_cache

@@ -1,0 +1,305 @@
+"""Two-level amortizer (ML-NPE): a global flow for (tau, sigma) and one weight-shared local flow for every theta_j.
+
+For a two-level model with hyperparameters ``tau``, shared parameters ``sigma`` and group
+parameters ``theta_j`` (Habermann et al. 2024, eq. 15) the posterior factorizes as
+
+    p(tau, sigma, {theta_j} | {x_j}) = p(tau, sigma | {x_j}) prod_j p(theta_j | tau, sigma, x_j),
+
+because ``theta_j`` is independent of the other groups' data given ``(tau, sigma)``.  A
+group summary network ``h_2`` embeds each group's observations, a second summary network
+``h_1`` pools the group embeddings into a data-set summary, and two conditional flows
+model the two factors.  The loss is the negative log of the factorized density (eq. 17),
+
+    L = E[ -log q_1(tau, sigma | h_1({h_2(x_j)})) - sum_j log q_2(theta_j | h_2(x_j), tau, sigma) ],
+
+and draws follow ancestral sampling (eq. 18): ``(tau, sigma)^(s) ~ q_1``, then every
+``theta_j^(s) ~ q_2(. | h_2(x_j), (tau, sigma)^(s))``, all groups and draws in one pass.
+The number of groups ``J`` and of observations ``N_j`` vary freely (padding + masks), and
+the network size does not depend on ``J``.
+
+Leave-one-group-out (LOGO) posteriors need no refit: masking group ``k`` out of the data
+set gives ``p(tau, sigma | x_{-k})`` from the same global network.  The ELPD of the left-out
+group, ``log p(x_k | x_{-k}) = log E_{tau, sigma | x_{-k}} p(x_k | tau, sigma)``, uses the
+local flow as an importance proposal for ``theta_k``:
+``p(x_k | tau, sigma) ~= mean_m p(x_k | theta_m, sigma) p(theta_m | tau) / q_2(theta_m | x_k, tau, sigma)``.
+
+References:
+    Habermann, Schmitt, Kühmichel, Bulling, Radev & Bürkner (2024). Amortized Bayesian
+    Multilevel Models. arXiv:2408.13230.
+    Heinrich et al. (2023). Hierarchical neural simulation-based inference over event
+    ensembles. arXiv:2306.12584.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from amortbayes.amortizers.base import inference_mode, make_generator, module_device, summarize_draws
+from amortbayes.networks import (
+    DeepSet,
+    FlowSettings,
+    ParameterMap,
+    Standardizer,
+    build_flow,
+    build_summary,
+    sample_flow,
+)
+from amortbayes.simulation import Batch, ModelInfo, MultilevelData, prepare_multilevel
+
+
+@dataclasses.dataclass(frozen=True)
+class MultilevelSettings:
+    """Network settings of a :class:`MultilevelAmortizer`.
+
+    Attributes:
+        group_summary: summary network of one group's rows: ``"deepset"``,
+            ``"set_transformer"`` or ``"recurrent"`` (time series).
+        group_summary_dim: size of a group's embedding ``h_2(x_j)``.
+        global_summary_dim: size of the data-set embedding ``h_1``.
+        hidden: width of the summary networks.
+        global_flow: flow for the global parameters.
+        local_flow: flow for one group's parameters (shared across groups).
+        seed: seed of the weight initialisation.
+    """
+
+    group_summary: str = "deepset"
+    group_summary_dim: int = 16
+    global_summary_dim: int = 32
+    hidden: int = 64
+    global_flow: FlowSettings = FlowSettings()
+    local_flow: FlowSettings = FlowSettings()
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MultilevelSettings:
+        d = dict(d)
+        d["global_flow"] = FlowSettings(**d.get("global_flow", {}))
+        d["local_flow"] = FlowSettings(**d.get("local_flow", {}))
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class MultilevelDraws:
+    """Posterior draws of one or many data sets.
+
+    Attributes:
+        global_draws: ``(B, n, G)`` hyper- and shared parameters.
+        local_draws: ``(B, n, J, L)`` group parameters (NaN for padded groups).
+        parameter_names, local_parameter_names: column names.
+        group_labels: per data set, the labels of its groups.
+    """
+
+    global_draws: np.ndarray
+    local_draws: np.ndarray
+    parameter_names: tuple[str, ...]
+    local_parameter_names: tuple[str, ...]
+    group_labels: tuple[tuple[str, ...], ...]
+
+    def to_frame(self, dataset: int = 0) -> pd.DataFrame:
+        """Wide DataFrame of one data set: global columns then ``name[group]`` local columns."""
+        glob = pd.DataFrame(self.global_draws[dataset], columns=list(self.parameter_names))
+        labels = self.group_labels[dataset]
+        cols = {}
+        for li, lname in enumerate(self.local_parameter_names):
+            for j, lab in enumerate(labels):
+                cols[f"{lname}[{lab}]"] = self.local_draws[dataset, :, j, li]
+        return pd.concat([glob, pd.DataFrame(cols)], axis=1)
+
+    def to_long(self, dataset: int = 0) -> pd.DataFrame:
+        """Long DataFrame of one data set's local draws: ``draw, group, parameter, value``."""
+        labels = self.group_labels[dataset]
+        loc = self.local_draws[dataset][:, : len(labels)]  # (n, J, L)
+        n, j, l_ = loc.shape
+        return pd.DataFrame(
+            {
+                "draw": np.repeat(np.arange(n), j * l_),
+                "group": np.tile(np.repeat(np.asarray(labels, dtype=object), l_), n),
+                "parameter": np.tile(np.asarray(self.local_parameter_names, dtype=object), n * j),
+                "value": loc.reshape(-1),
+            }
+        )
+
+    def summary(self, dataset: int = 0) -> pd.DataFrame:
+        """Mean, sd and quantiles of every global and local parameter."""
+        return summarize_draws(self.to_frame(dataset))
+
+
+class MultilevelAmortizer(nn.Module):
+    """Amortized posterior of a two-level model over any number of groups and group sizes.
+
+    Example:
+        >>> from amortbayes.models import HierarchicalLinear
+        >>> from amortbayes import fit, TrainSettings
+        >>> model = HierarchicalLinear()
+        >>> amortizer = MultilevelAmortizer(model)
+        >>> _ = fit(amortizer, model, settings=TrainSettings(epochs=1, iterations_per_epoch=2,
+        ...     batch_size=8, validation_sims=8, adapt_sims=64), progress=False)
+        >>> data = model.simulate(1)
+        >>> amortizer.sample(data, 10).shape[0]
+        10
+    """
+
+    def __init__(self, model: Any, settings: MultilevelSettings | None = None):
+        super().__init__()
+        info = model if isinstance(model, ModelInfo) else model.info
+        if not info.local_parameter_names:
+            raise ValueError(f"model {info.name!r} has no local parameters; use PosteriorAmortizer")
+        self.info = info
+        self.settings = s = settings or MultilevelSettings()
+        n_glob, n_loc, n_feat = len(info.parameter_names), len(info.local_parameter_names), len(info.data_names)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s.seed)
+            self.global_map = ParameterMap(tuple(info.parameter_support) or n_glob)
+            self.local_map = ParameterMap(tuple(info.local_parameter_support) or n_loc)
+            self.x_std = Standardizer(n_feat)
+            self.group_summary = build_summary(s.group_summary, n_feat, s.group_summary_dim, s.hidden)
+            self.global_summary = DeepSet(s.group_summary_dim, s.global_summary_dim, s.hidden, interactions=False)
+            self.global_flow = build_flow(n_glob, s.global_summary_dim, s.global_flow)
+            self.local_flow = build_flow(n_loc, s.group_summary_dim + n_glob, s.local_flow)
+
+    # -- training -------------------------------------------------------------------------
+    def adapt(self, batch: Batch) -> None:
+        """Learn standardization of global and local parameters and of the data (masked)."""
+        self.global_map.fit(batch["theta_global"])
+        self.local_map.fit(batch["theta_local"], batch["group_mask"])
+        self.x_std.fit(batch["x"], batch["mask"])
+
+    def embed(self, x: torch.Tensor, mask: torch.Tensor, group_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Group embeddings ``(B, J, S_l)`` and data-set embeddings ``(B, S_g)``."""
+        z = self.x_std(x) * mask.unsqueeze(-1)
+        # padded groups get one dummy row so every network sees a non-empty set; their
+        # embeddings are excluded by group_mask below
+        safe = mask.clone()
+        safe[..., 0] = torch.where(group_mask > 0, mask[..., 0], torch.ones_like(mask[..., 0]))
+        groups = self.group_summary(z, safe)
+        return groups, self.global_summary(groups, group_mask)
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Negative log of the factorized posterior density (eq. 17), averaged over data sets."""
+        groups, summary = self.embed(batch["x"], batch["mask"], batch["group_mask"])
+        zg = self.global_map(batch["theta_global"])
+        log_q_global = self.global_flow.log_prob(zg, context=summary)
+        valid = batch["group_mask"] > 0
+        b, j = valid.shape
+        context = torch.cat([groups, zg[:, None, :].expand(b, j, -1)], dim=-1)[valid]
+        zl = self.local_map(batch["theta_local"])[valid]
+        log_q_local = self.local_flow.log_prob(zl, context=context)
+        rows = torch.arange(b, device=zg.device)[:, None].expand(b, j)[valid]
+        per_set = log_q_global.index_add(0, rows, log_q_local)
+        return -per_set.mean()
+
+    # -- inference ------------------------------------------------------------------------
+    def prepare(self, data: Any, **kwargs: Any) -> MultilevelData:
+        """Validate and pad user data (see :func:`prepare_multilevel`)."""
+        return prepare_multilevel(data, self.info, **kwargs)
+
+    def sample_draws(self, data: Any, n: int = 1000, *, seed: int | None = None, **kwargs: Any) -> MultilevelDraws:
+        """Joint posterior draws (ancestral sampling, eq. 18) for one or many data sets."""
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"number of draws must be a positive integer, got {n!r}")
+        d = data if isinstance(data, MultilevelData) else self.prepare(data, **kwargs)
+        dev = module_device(self)
+        gen = make_generator(seed)
+        with inference_mode(self):
+            x, mask, gmask = d.x.to(dev), d.mask.to(dev), d.group_mask.to(dev)
+            groups, summary = self.embed(x, mask, gmask)
+            zg = sample_flow(self.global_flow, int(n), summary, gen)  # (B, n, G)
+            theta_g = self.global_map.inverse(zg)
+            theta_l = self._sample_local(groups, zg, gmask, gen)
+        return MultilevelDraws(
+            theta_g.cpu().numpy(), theta_l.cpu().numpy(), self.info.parameter_names,
+            self.info.local_parameter_names, d.group_labels,
+        )
+
+    def _sample_local(self, groups, zg, gmask, gen) -> torch.Tensor:
+        b, n, _ = zg.shape
+        j = groups.shape[1]
+        valid = (gmask > 0)[:, None, :].expand(b, n, j)
+        context = torch.cat(
+            [groups[:, None].expand(b, n, j, -1), zg[:, :, None].expand(b, n, j, -1)], dim=-1
+        )[valid]
+        zl = sample_flow(self.local_flow, 1, context, gen)[:, 0]
+        out = torch.full((b, n, j, len(self.info.local_parameter_names)), float("nan"), device=zg.device)
+        out[valid] = self.local_map.inverse(zl)
+        return out
+
+    def sample(self, data: Any, n: int = 1000, *, seed: int | None = None, **kwargs: Any) -> pd.DataFrame:
+        """Wide DataFrame of draws for one data set: ``mu_alpha, ..., alpha[group], ...``."""
+        draws = self.sample_draws(data, n, seed=seed, **kwargs)
+        if draws.global_draws.shape[0] != 1:
+            raise ValueError("sample() takes one data set; use sample_draws() for several")
+        return draws.to_frame(0)
+
+    def posterior_summary(self, data: Any, n: int = 4000, *, seed: int | None = 0, **kwargs: Any) -> pd.DataFrame:
+        return self.sample_draws(data, n, seed=seed, **kwargs).summary(0)
+
+    # -- leave-one-group-out --------------------------------------------------------------
+    def logo(self, data: Any, model: Any, n: int = 1000, *, importance: int = 16, seed: int | None = 0,
+             **kwargs: Any) -> pd.DataFrame:
+        """Leave-one-group-out ELPD of every group of one data set, without refitting.
+
+        For each group ``k`` the global posterior given the other groups comes from the
+        same network (group ``k`` masked out; all ``J`` LOGO posteriors in one batch), and
+        ``log p(x_k | x_{-k})`` is estimated with ``n`` global draws and ``importance``
+        local draws each from the local flow as the proposal.  ``model`` supplies
+        ``log_likelihood`` and ``local_log_prior``.
+
+        Returns a DataFrame with one row per group: ``group``, ``elpd`` and ``mc_se`` (the
+        Monte Carlo standard error of the estimate, by the delta method).
+        """
+        d = data if isinstance(data, MultilevelData) else self.prepare(data, **kwargs)
+        if d.x.shape[0] != 1:
+            raise ValueError("logo() takes one data set")
+        j = int(d.group_mask.sum())
+        if j < 2:
+            raise ValueError("leave-one-group-out needs at least two groups")
+        dev = module_device(self)
+        gen = make_generator(seed)
+        with inference_mode(self):
+            x, mask = d.x[:, :j].to(dev), d.mask[:, :j].to(dev)
+            # J copies of the data set, copy k without group k
+            loo_gmask = 1.0 - torch.eye(j, device=dev)
+            xs, ms = x.expand(j, -1, -1, -1), mask.expand(j, -1, -1)
+            groups, summary = self.embed(xs, ms, loo_gmask)
+            zg = sample_flow(self.global_flow, n, summary, gen)  # (J, n, G): LOGO posteriors
+            theta_g = self.global_map.inverse(zg)
+            # the left-out group's own embedding (it is its data, not the others')
+            own = groups[torch.arange(j), torch.arange(j)]  # (J, S_l)
+            m = importance
+            context = torch.cat([own[:, None, None].expand(j, n, m, -1), zg[:, :, None].expand(j, n, m, -1)], -1)
+            zl = sample_flow(self.local_flow, 1, context.reshape(-1, context.shape[-1]), gen)[:, 0]
+            log_q = self.local_flow.log_prob(zl, context=context.reshape(-1, context.shape[-1]))
+            theta_l = self.local_map.inverse(zl)
+            log_q = (log_q + self.local_map.log_abs_det(theta_l)).reshape(j, n, m)
+            theta_l = theta_l.reshape(j, n, m, -1)
+            tg = theta_g[:, :, None, :].expand(j, n, m, -1)
+            log_prior = model.local_log_prior(tg, theta_l[..., None, :])[..., 0]  # (J, n, m)
+            xk = x[0][:, None, None, None]  # (J, 1, 1, 1, N, F): broadcasts against (J, n, m, 1, L)
+            mk = mask[0][:, None, None, None]
+            log_lik = model.log_likelihood(tg, theta_l[..., None, :], xk, mk)[..., 0]
+            log_w = log_lik + log_prior - log_q  # (J, n, m)
+            log_px_given_global = torch.logsumexp(log_w, dim=-1) - math.log(m)  # (J, n)
+            elpd = torch.logsumexp(log_px_given_global, dim=-1) - math.log(n)
+            w = torch.exp(log_px_given_global - log_px_given_global.max(-1, keepdim=True).values)
+            rel_se = w.std(-1) / (w.mean(-1) * math.sqrt(n))
+        return pd.DataFrame(
+            {"group": list(d.group_labels[0][:j]), "elpd": elpd.cpu().numpy(), "mc_se": rel_se.cpu().numpy()}
+        )
+
+    # -- persistence ----------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {"model": self.info.to_dict(), "settings": self.settings.to_dict()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MultilevelAmortizer:
+        return cls(ModelInfo.from_dict(config["model"]), MultilevelSettings.from_dict(config["settings"]))

@@ -1,0 +1,40 @@
+"""Shared fixtures: small trained amortizers, reused across tests to keep the suite fast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from amortbayes import FlowSettings, PosteriorAmortizer, PosteriorSettings, TrainSettings, fit
+from amortbayes.models import ConjugateGaussian
+
+# small networks: one thread is as fast as two and immune to oversubscription
+torch.set_num_threads(1)
+
+
+def tiny_settings(**kw) -> PosteriorSettings:
+    return PosteriorSettings(summary_dim=8, summary_hidden=16, flow=FlowSettings(layers=2, hidden=16), **kw)
+
+
+@pytest.fixture(scope="session")
+def gaussian_model() -> ConjugateGaussian:
+    return ConjugateGaussian(dim=2, n_obs=(2, 40))
+
+
+@pytest.fixture(scope="session")
+def trained_gaussian(gaussian_model):
+    """The conjugate Gaussian amortizer after the short CPU training the README promises."""
+    amortizer = PosteriorAmortizer(gaussian_model)
+    history = fit(
+        amortizer,
+        gaussian_model,
+        settings=TrainSettings(epochs=10, iterations_per_epoch=150, batch_size=128),
+        progress=False,
+        seed=0,
+    )
+    return amortizer, history
+
+
+@pytest.fixture()
+def untrained_gaussian(gaussian_model):
+    return PosteriorAmortizer(gaussian_model, tiny_settings())

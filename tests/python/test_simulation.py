@@ -1,0 +1,137 @@
+"""The batch contract: shapes, dtypes, masks, ragged data, and padding that changes nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from amortbayes.models import ConjugateGaussian, GaussianLinearRegression, TwoMoons, get_model
+from amortbayes.networks import DeepSet, RecurrentSummary, SetTransformer, Standardizer
+from amortbayes.simulation import pad_datasets, prepare_observed
+
+
+@pytest.mark.parametrize("model", [ConjugateGaussian(), GaussianLinearRegression(), TwoMoons()])
+def test_batches_are_named_float32_tensors_with_masks(model):
+    batch = model.simulate(64, torch.Generator().manual_seed(0))
+    d, f = len(model.parameter_names), len(model.data_names)
+    assert set(batch) == {"theta_global", "x", "mask"}
+    assert all(v.dtype == torch.float32 for v in batch.values())
+    assert batch["theta_global"].shape == (64, d)
+    n_max = batch["x"].shape[1]
+    assert batch["x"].shape == (64, n_max, f) and batch["mask"].shape == (64, n_max)
+    sizes = batch["mask"].sum(1)
+    lo, hi = model.n_obs
+    assert sizes.min() >= lo and sizes.max() <= hi
+    # observed rows are a prefix and padded rows are exactly zero
+    assert torch.all(batch["mask"][:, :-1] >= batch["mask"][:, 1:])
+    assert torch.all(batch["x"][batch["mask"] == 0] == 0)
+
+
+def test_sizes_vary_within_a_batch_and_cover_the_range():
+    model = ConjugateGaussian(n_obs=(3, 9))
+    sizes = model.simulate(2000, torch.Generator().manual_seed(1))["mask"].sum(1)
+    assert set(sizes.int().tolist()) == set(range(3, 10))
+
+
+def test_simulation_is_reproducible_with_a_seed():
+    model = GaussianLinearRegression()
+    a = model.simulate(8, torch.Generator().manual_seed(5))
+    b = model.simulate(8, torch.Generator().manual_seed(5))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_get_model_unknown_name():
+    with pytest.raises(ValueError, match="unknown model 'nope'.*conjugate_gaussian"):
+        get_model("nope")
+
+
+def _padded_pair(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 7, 2, generator=g)
+    mask = torch.ones(3, 7)
+    mask[0, 4:] = 0
+    mask[2, 2:] = 0
+    # the same data with 5 extra padded rows holding garbage
+    x_pad = torch.cat([x, 100 * torch.randn(3, 5, 2, generator=g)], dim=1)
+    mask_pad = torch.cat([mask, torch.zeros(3, 5)], dim=1)
+    x_pad[:, :7][mask == 0] = -50.0
+    return x, mask, x_pad, mask_pad
+
+
+@pytest.mark.parametrize(
+    "net",
+    [DeepSet(2, 4, hidden=8), SetTransformer(2, 4, dim=8, heads=2, inducing=3), RecurrentSummary(2, 4, hidden=8)],
+    ids=["deepset", "set_transformer", "recurrent"],
+)
+def test_padding_is_invisible_to_every_summary_network(net):
+    x, mask, x_pad, mask_pad = _padded_pair()
+    net.eval()
+    with torch.no_grad():
+        a = net(x * mask[..., None], mask)
+        b = net(x_pad, mask_pad)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "net", [DeepSet(2, 4, hidden=8), SetTransformer(2, 4, dim=8, heads=2, inducing=3)], ids=["deepset", "st"]
+)
+def test_set_networks_are_permutation_invariant(net):
+    x = torch.randn(2, 6, 2)
+    mask = torch.ones(2, 6)
+    perm = torch.randperm(6)
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, mask), net(x[:, perm], mask), atol=1e-5, rtol=1e-5)
+
+
+def test_summary_networks_accept_extra_leading_dimensions():
+    net = DeepSet(2, 4, hidden=8)
+    x = torch.randn(3, 5, 6, 2)
+    out = net(x, torch.ones(3, 5, 6))
+    assert out.shape == (3, 5, 4)
+    torch.testing.assert_close(out[1], net(x[1], torch.ones(5, 6)))
+
+
+def test_masked_standardization_ignores_padding():
+    x, mask, x_pad, mask_pad = _padded_pair()
+    s1, s2 = Standardizer(2), Standardizer(2)
+    s1.fit(x[mask > 0])
+    s2.fit(x_pad, mask_pad)
+    torch.testing.assert_close(s1.mean, s2.mean)
+    torch.testing.assert_close(s1.std, s2.std)
+
+
+def test_pad_datasets_and_prepare_ragged_lists():
+    info = ConjugateGaussian().info
+    data = [np.ones((3, 2)), np.zeros((5, 2)), pd.DataFrame({"y1": [1.0], "y2": [2.0]})]
+    x, mask, single = prepare_observed(data, info, warn_outside=False)
+    assert not single and x.shape == (3, 5, 2)
+    assert mask.sum(1).tolist() == [3.0, 5.0, 1.0]
+    assert x[2, 0].tolist() == [1.0, 2.0]
+    xs, ms = pad_datasets([np.ones((2, 1)), np.ones((4, 1))])
+    assert xs.shape == (2, 4, 1) and ms.sum() == 6
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (np.array([[0.0, np.nan], [1.0, 2.0]]), "contains NaN"),
+        (np.array([[0.0, np.inf], [1.0, 2.0]]), "contains Inf"),
+        (np.zeros((4, 3)), "wrong number of features.*2 observed columns"),
+        (np.zeros((0, 2)), "empty"),
+        ([np.zeros((2, 2)), np.zeros((0, 2))], "data set 1 is empty"),
+        (pd.DataFrame({"y1": [1.0], "z": [2.0]}), r"missing column\(s\) \['y2'\]"),
+        (np.zeros(5), "1-D array"),
+        ("abc", "numeric"),
+    ],
+)
+def test_bad_observed_data_names_the_problem(data, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        prepare_observed(data, ConjugateGaussian().info)
+
+
+def test_data_set_size_outside_training_range_warns():
+    with pytest.warns(UserWarning, match=r"outside the trained range N in \[2, 40\]"):
+        prepare_observed(np.zeros((100, 2)), ConjugateGaussian(n_obs=(2, 40)).info)

@@ -1,0 +1,131 @@
+"""fit(): online and offline training, resume after an interruption, the NaN guard, devices."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+import pytest
+import torch
+
+from amortbayes import PosteriorAmortizer, TrainingDiverged, TrainSettings, fit
+from amortbayes.models import ConjugateGaussian, TwoMoons
+from conftest import tiny_settings
+
+SETTINGS = TrainSettings(epochs=4, iterations_per_epoch=5, batch_size=16, validation_sims=32, adapt_sims=64)
+
+
+class Interrupting:
+    """Wraps a model and raises after a number of simulate() calls, like a killed job."""
+
+    def __init__(self, model, fail_at_call: int, error=KeyboardInterrupt):
+        self.model, self.fail_at_call, self.error, self.calls = model, fail_at_call, error, 0
+
+    @property
+    def info(self):
+        return self.model.info
+
+    def simulate(self, batch_size, generator=None):
+        self.calls += 1
+        if self.calls == self.fail_at_call:
+            raise self.error("interrupted")
+        return self.model.simulate(batch_size, generator)
+
+
+class NaNAfter(Interrupting):
+    def simulate(self, batch_size, generator=None):
+        self.calls += 1
+        batch = self.model.simulate(batch_size, generator)
+        if self.calls >= self.fail_at_call:
+            batch["theta_global"] = batch["theta_global"] * float("nan")
+        return batch
+
+
+def test_resume_continues_from_the_last_epoch_with_the_same_optimizer_state(tmp_path):
+    model = ConjugateGaussian()
+    reference = PosteriorAmortizer(model, tiny_settings())
+    full = fit(reference, model, settings=SETTINGS, checkpoint_dir=tmp_path / "a", progress=False)
+
+    interrupted = PosteriorAmortizer(model, tiny_settings())
+    # calls: 1 = validation set, 2 = standardization batch, then 5 per epoch: fail in epoch 3
+    flaky = Interrupting(model, fail_at_call=2 + 2 * 5 + 3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(interrupted, flaky, settings=SETTINGS, checkpoint_dir=tmp_path / "b", progress=False)
+    saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == 2
+    assert all(s["step"] == 10 for s in saved["optimizer"]["state"].values())
+
+    resumed_model = PosteriorAmortizer(model, tiny_settings())
+    resumed = fit(resumed_model, model, settings=SETTINGS, checkpoint_dir=tmp_path / "b", resume=True, progress=False)
+    assert resumed["epoch"].tolist() == [1, 2, 3, 4]
+    # the resumed run ends exactly where the uninterrupted one did
+    np.testing.assert_allclose(resumed["train_loss"].to_numpy(), full["train_loss"].to_numpy(), rtol=1e-6)
+    for (name, a), (_, b) in zip(reference.state_dict().items(), resumed_model.state_dict().items()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
+    gauss = ConjugateGaussian()
+    fit(PosteriorAmortizer(gauss, tiny_settings()), gauss, settings=SETTINGS, checkpoint_dir=tmp_path, progress=False)
+    moons = TwoMoons()
+    with pytest.raises(ValueError, match="written for another model.*'conjugate_gaussian'.*'two_moons'"):
+        fit(PosteriorAmortizer(moons, tiny_settings()), moons, settings=SETTINGS, checkpoint_dir=tmp_path,
+            resume=True, progress=False)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    gauss = ConjugateGaussian()
+    with pytest.raises(ValueError, match="no checkpoint found"):
+        fit(PosteriorAmortizer(gauss, tiny_settings()), gauss, settings=SETTINGS, checkpoint_dir=tmp_path,
+            resume=True, progress=False)
+    with pytest.raises(ValueError, match="needs the checkpoint_dir"):
+        fit(PosteriorAmortizer(gauss, tiny_settings()), gauss, settings=SETTINGS, resume=True, progress=False)
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    gauss = ConjugateGaussian()
+    bad = NaNAfter(gauss, fail_at_call=2 + 5 + 2)  # NaN in the second epoch
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 2.*checkpoint of epoch 1"):
+        fit(PosteriorAmortizer(gauss, tiny_settings()), bad, settings=SETTINGS, checkpoint_dir=tmp_path,
+            progress=False)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+
+def test_offline_training_on_a_fixed_budget_uses_a_validation_split():
+    gauss = ConjugateGaussian()
+    data = gauss.simulate(640, torch.Generator().manual_seed(0))
+    settings = TrainSettings(epochs=3, batch_size=64, validation_fraction=0.25)
+    history = fit(PosteriorAmortizer(gauss, tiny_settings()), data=data, settings=settings, progress=False)
+    assert len(history) == 3 and history["val_loss"].notna().all()
+    assert history["val_loss"].iloc[-1] < history["val_loss"].iloc[0]
+    with pytest.raises(ValueError, match="contains NaN"):
+        fit(PosteriorAmortizer(gauss, tiny_settings()), data={**data, "x": data["x"] * math.nan}, progress=False)
+
+
+def test_training_is_reproducible_with_a_seed():
+    gauss = ConjugateGaussian()
+    runs = [fit(PosteriorAmortizer(gauss, tiny_settings()), gauss, settings=SETTINGS, seed=3, progress=False)
+            for _ in range(2)]
+    np.testing.assert_allclose(runs[0]["val_loss"].to_numpy(), runs[1]["val_loss"].to_numpy(), rtol=1e-6)
+
+
+def test_argument_errors():
+    gauss = ConjugateGaussian()
+    with pytest.raises(ValueError, match="needs a simulator"):
+        fit(PosteriorAmortizer(gauss, tiny_settings()), progress=False)
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        TrainSettings(epochs=0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            fit(PosteriorAmortizer(gauss, tiny_settings()), gauss, settings=SETTINGS, device="cuda", progress=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_and_sampling_on_gpu():
+    gauss = ConjugateGaussian()
+    amortizer = PosteriorAmortizer(gauss, tiny_settings())
+    history = fit(amortizer, gauss, settings=SETTINGS, device="cuda", progress=False)
+    assert history["val_loss"].notna().all()
+    assert amortizer.sample_array(torch.zeros(10, 2).numpy(), 100).shape == (100, 2)
