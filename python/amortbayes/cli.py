@@ -66,7 +66,10 @@ def _models(args: argparse.Namespace) -> int:
     for name, cls in MODELS.items():
         model = cls()
         info = model.info
-        print(f"{name}: parameters {list(info.parameter_names)}; data columns {list(info.data_names)}; "
+        extra = ""
+        if info.local_parameter_names:
+            extra = f"; local parameters {list(info.local_parameter_names)}; J in {list(info.n_groups)}"
+        print(f"{name}: parameters {list(info.parameter_names)}{extra}; data columns {list(info.data_names)}; "
               f"N in {list(info.n_obs)}")
         print(f"    {(cls.__doc__ or '').strip().splitlines()[0]}")
     return 0
@@ -99,6 +102,9 @@ def _demo(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model = get_model(args.model)
     info = model.info
+    if info.local_parameter_names:
+        raise ValueError(f"the demo trains single-level models; {args.model!r} is multilevel "
+                         "(see benchmarks/multilevel.py)")
     print(f"amortbayes demo: model {info.name!r}, parameters {list(info.parameter_names)}, "
           f"data sets of N in {list(info.n_obs)} rows of {list(info.data_names)}")
 

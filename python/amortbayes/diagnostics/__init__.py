@@ -9,6 +9,7 @@ pandas data frames and never plot (see :mod:`amortbayes.plots`).
 - :mod:`.recovery`: R², normalized RMSE and correlation of posterior means vs truth.
 - :mod:`.calibration`: z-scores, contraction, expected coverage, calibration error.
 - :mod:`.c2st`: classifier two-sample test against reference draws.
+- :mod:`.multilevel`: pooling factors, one-group-per-data-set SBC inputs, ELPD differences.
 
 Example:
     >>> import numpy as np
@@ -25,6 +26,7 @@ from amortbayes.diagnostics.calibration import (
     posterior_contraction,
     posterior_z_scores,
 )
+from amortbayes.diagnostics.multilevel import elpd_compare, one_group_per_data_set, pooling_factor
 from amortbayes.diagnostics.recovery import recovery
 from amortbayes.diagnostics.sbc import (
     SBCBands,
@@ -38,6 +40,9 @@ from amortbayes.diagnostics.sbc import (
 __all__ = [
     "SBCBands",
     "c2st",
+    "elpd_compare",
+    "one_group_per_data_set",
+    "pooling_factor",
     "calibration_error",
     "expected_coverage",
     "posterior_contraction",

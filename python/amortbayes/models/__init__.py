@@ -8,6 +8,8 @@ import numpy as np
 import torch
 
 from amortbayes.models.conjugate_gaussian import ConjugateGaussian
+from amortbayes.models.ddm import HierarchicalDDM
+from amortbayes.models.hierarchical_gaussian import HierarchicalGaussian
 from amortbayes.models.hierarchical_linear import HierarchicalLinear
 from amortbayes.models.linear_regression import GaussianLinearRegression
 from amortbayes.models.two_moons import TwoMoons
@@ -15,6 +17,8 @@ from amortbayes.models.two_moons import TwoMoons
 MODELS: dict[str, type] = {
     "conjugate_gaussian": ConjugateGaussian,
     "gaussian_linear": GaussianLinearRegression,
+    "ddm": HierarchicalDDM,
+    "hierarchical_gaussian": HierarchicalGaussian,
     "hierarchical_linear": HierarchicalLinear,
     "two_moons": TwoMoons,
 }
@@ -42,4 +46,4 @@ def example_data(model: Any, seed: int = 2024) -> tuple[np.ndarray, np.ndarray]:
     return theta[0].numpy(), x[0].numpy()
 
 
-__all__ = ["ConjugateGaussian", "GaussianLinearRegression", "HierarchicalLinear", "MODELS", "TwoMoons", "example_data", "get_model"]
+__all__ = ["AR1Multilevel", "ConjugateGaussian", "HierarchicalDDM", "GaussianLinearRegression", "HierarchicalGaussian", "HierarchicalLinear", "MODELS", "TwoMoons", "example_data", "get_model"]

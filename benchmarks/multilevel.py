@@ -1,0 +1,121 @@
+"""Multilevel benchmark: train the hierarchical linear model, fit sleepstudy, compare with Stan, time LOGO and J = 100.
+
+Usage: python benchmarks/multilevel.py [--epochs 40 --iterations 250] [--no-stan] [--out DIR]
+Prints one JSON object: training wall time and budget, amortized fit time, LOGO time for all
+groups, Stan time for the same data and their ratio, and accuracy against Stan (mean
+difference in Stan SDs, SD ratio, interval overlap, pooling factors, C2ST on globals).
+Writes the comparison table, the amortizer and a figure to --out.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _common import emit, median_ms, parser, setup
+from amortbayes import MultilevelAmortizer, TrainSettings, fit, save
+from amortbayes.data import load_sleepstudy
+from amortbayes.diagnostics import c2st, pooling_factor
+from amortbayes.models import HierarchicalLinear
+
+GLOBAL = ["b_Intercept", "b_x", "sd_Intercept", "sd_x", "cor_Intercept_x", "sigma"]
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--iterations", type=int, default=250)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--no-stan", action="store_true")
+    p.add_argument("--out", default="benchmark-multilevel")
+    p.add_argument("--checkpoint", default=None, help="checkpoint folder (resume=True if it exists)")
+    args = p.parse_args()
+    device = setup(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = HierarchicalLinear()
+    amortizer = MultilevelAmortizer(model)
+    settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations,
+                             batch_size=args.batch_size, learning_rate=args.lr)
+    ckpt = Path(args.checkpoint) if args.checkpoint else None
+    resume = bool(ckpt and (ckpt / "checkpoint.pt").exists())
+    t0 = time.perf_counter()
+    history = fit(amortizer, model, settings=settings, device=args.device, checkpoint_dir=ckpt,
+                  resume=resume, progress=False)
+    train_s = time.perf_counter() - t0
+    amortizer.to("cpu").eval()
+    save(amortizer, out / "amortizer")
+    history.to_csv(out / "history.csv", index=False)
+
+    df = load_sleepstudy()
+    kw = {"group": "Subject", "columns": {"x": "Days", "y": "Reaction"}}
+    data = amortizer.prepare(df, **kw)
+    fit_ms = median_ms(lambda: amortizer.sample_draws(data, 4000), 5, torch.device("cpu"), warmup=1)
+    draws = amortizer.sample_draws(data, 4000, seed=1)
+    amortized = draws.to_frame(0)
+    logo_ms = median_ms(lambda: amortizer.logo(data, model, n=1000), 3, torch.device("cpu"), warmup=1)
+
+    # latency at J = 100 groups of 10 rows, 1,000 draws
+    big = model.simulate(1, torch.Generator().manual_seed(5), n_groups=100, n_obs=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        big_data = amortizer.prepare(big)
+    j100_ms = median_ms(lambda: amortizer.sample_draws(big_data, 1000), 5, torch.device("cpu"), warmup=1)
+
+    result = {
+        "model": "hierarchical_linear (sleepstudy design)",
+        "train_seconds": round(train_s, 1),
+        "train_simulations": settings.epochs * settings.iterations_per_epoch * settings.batch_size,
+        "train_steps": settings.epochs * settings.iterations_per_epoch,
+        "final_val_loss": round(float(history["val_loss"].iloc[-1]), 3),
+        "amortized_fit_ms_4000_draws": round(fit_ms, 1),
+        "logo_all_18_groups_ms": round(logo_ms, 1),
+        "j100_1000_draws_ms": round(j100_ms, 1),
+    }
+    if not args.no_stan:
+        from amortbayes.plots import plot_posterior_pairs
+        from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data
+
+        stan_data = hierarchical_linear_data(df, group="Subject", x="Days", y="Reaction", **_priors(model))
+        stan = fit_stan("hierarchical_linear", stan_data, chains=4, warmup=1000, draws=1000, seed=1)
+        labels = list(df["Subject"].cat.categories)
+        ref = stan.draws.rename(columns={
+            f"{n}[{k + 1}]": f"{n}[{lab}]" for n in ("r_Intercept", "r_x") for k, lab in enumerate(labels)
+        })
+        table = compare_draws(amortized, ref)
+        table.to_csv(out / "comparison.csv")
+        g = table.loc[GLOBAL]
+        local = table.drop(index=GLOBAL)
+        lam_a = {n: pooling_factor(amortized[[f"r_{n}[{lab}]" for lab in labels]].to_numpy(),
+                                   amortized[f"sd_{n}"].to_numpy()) for n in ("Intercept", "x")}
+        lam_s = {n: pooling_factor(ref[[f"r_{n}[{lab}]" for lab in labels]].to_numpy(),
+                                   ref[f"sd_{n}"].to_numpy()) for n in ("Intercept", "x")}
+        plot_posterior_pairs(amortized[GLOBAL], reference=ref[GLOBAL], path=out / "sleepstudy_vs_stan.png",
+                             labels=("amortized", "Stan"))
+        result.update({
+            "stan_seconds": round(stan.seconds, 1),
+            "stan_max_rhat": round(stan.max_rhat, 4),
+            "speedup_fit_vs_stan": round(stan.seconds / (fit_ms / 1000), 1),
+            "speedup_logo_vs_18_stan_refits": round(18 * stan.seconds / (logo_ms / 1000), 1),
+            "global_mean_diff_in_stan_sd": g["mean_diff_in_sd"].round(3).to_dict(),
+            "global_sd_ratio": g["sd_ratio"].round(3).to_dict(),
+            "global_overlap_95": g["overlap_95"].round(3).to_dict(),
+            "local_mean_diff_in_stan_sd_max": round(float(local["mean_diff_in_sd"].max()), 3),
+            "local_sd_ratio_range": [round(float(local["sd_ratio"].min()), 3), round(float(local["sd_ratio"].max()), 3)],
+            "pooling_abs_diff_max": round(float(max(np.abs(lam_a[n] - lam_s[n]).max() for n in lam_a)), 3),
+            "c2st_global": round(c2st(amortized[GLOBAL].to_numpy(), ref[GLOBAL].to_numpy(), max_samples=4000), 3),
+        })
+    emit(result, device)
+
+
+def _priors(model: HierarchicalLinear) -> dict[str, float]:
+    return model.stan_data()
+
+
+if __name__ == "__main__":
+    main()

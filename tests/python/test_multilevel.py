@@ -1,0 +1,187 @@
+"""The two-level amortizer: batch contract, padding invariance, closed-form accuracy, pooling, LOGO, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from amortbayes import FlowSettings, MultilevelAmortizer, MultilevelSettings, TrainSettings, fit, load, save
+from amortbayes.diagnostics import elpd_compare, one_group_per_data_set, pooling_factor, sbc_check
+from amortbayes.models import HierarchicalGaussian, HierarchicalLinear
+from amortbayes.simulation import prepare_multilevel
+
+SMALL = MultilevelSettings(
+    hidden=32, group_summary_dim=8, global_summary_dim=16,
+    global_flow=FlowSettings(layers=2, hidden=32), local_flow=FlowSettings(layers=2, hidden=32),
+)
+
+
+@pytest.fixture(scope="module")
+def trained_hg():
+    model = HierarchicalGaussian()
+    amortizer = MultilevelAmortizer(model, SMALL)
+    fit(amortizer, model, settings=TrainSettings(epochs=8, iterations_per_epoch=100, batch_size=64,
+                                                 learning_rate=1e-3), progress=False, seed=0)
+    return model, amortizer
+
+
+def test_multilevel_batches_vary_groups_and_group_sizes():
+    model = HierarchicalLinear(n_groups=(3, 12), n_obs=(2, 9))
+    b = model.simulate(500, torch.Generator().manual_seed(0))
+    assert set(b) == {"theta_global", "theta_local", "x", "mask", "group_mask"}
+    assert all(v.dtype == torch.float32 for v in b.values())
+    j = b["group_mask"].sum(1)
+    assert j.min() == 3 and j.max() == 12
+    sizes = b["mask"].sum(-1)[b["group_mask"] > 0]
+    assert sizes.min() == 2 and sizes.max() == 9
+    # different N_j inside one data set, padded groups and rows are zero
+    assert (b["mask"].sum(-1).max(1).values != b["mask"].sum(-1).min(1).values).any()
+    assert torch.all(b["x"][b["mask"] == 0] == 0)
+    assert torch.all(b["theta_local"][b["group_mask"] == 0] == 0)
+    assert torch.all(b["mask"].sum(-1)[b["group_mask"] == 0] == 0)
+    # positive / correlation supports hold
+    assert (b["theta_global"][:, [2, 3, 5]] > 0).all() and (b["theta_global"][:, 4].abs() < 1).all()
+
+
+def test_padding_groups_and_rows_changes_nothing():
+    model = HierarchicalLinear()
+    amortizer = MultilevelAmortizer(model, SMALL).eval()
+    b = model.simulate(6, torch.Generator().manual_seed(1))
+    amortizer.adapt(model.simulate(64))
+    pad_j, pad_n = 3, 4
+    x = torch.nn.functional.pad(b["x"], (0, 0, 0, pad_n, 0, pad_j), value=0.0)
+    x[..., b["x"].shape[2]:, :] = 99.0  # garbage in padded rows
+    padded = {
+        "theta_global": b["theta_global"],
+        "theta_local": torch.nn.functional.pad(b["theta_local"], (0, 0, 0, pad_j)),
+        "x": x,
+        "mask": torch.nn.functional.pad(b["mask"], (0, pad_n, 0, pad_j)),
+        "group_mask": torch.nn.functional.pad(b["group_mask"], (0, pad_j)),
+    }
+    with torch.no_grad():
+        g1, s1 = amortizer.embed(b["x"], b["mask"], b["group_mask"])
+        g2, s2 = amortizer.embed(padded["x"], padded["mask"], padded["group_mask"])
+        torch.testing.assert_close(s1, s2, atol=1e-5, rtol=1e-5)
+        valid = b["group_mask"] > 0
+        torch.testing.assert_close(g1[valid], g2[:, : b["x"].shape[1]][valid], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(amortizer.loss(b), amortizer.loss(padded), atol=1e-4, rtol=1e-5)
+
+
+def test_posterior_matches_closed_form_at_both_levels(trained_hg):
+    model, amortizer = trained_hg
+    b = model.simulate(100, torch.Generator().manual_seed(7))
+    exact = model.posterior(b["x"].numpy(), b["mask"].numpy(), b["group_mask"].numpy())
+    draws = amortizer.sample_draws(b, 1000, seed=0)
+    mu = draws.global_draws[..., 0]
+    theta = draws.local_draws[..., 0]
+    g = b["group_mask"].numpy() > 0
+    assert np.mean(np.abs(mu.mean(1) - exact["mu_mean"]) / exact["mu_sd"]) < 0.3
+    assert np.mean(np.abs(mu.std(1) / exact["mu_sd"] - 1)) < 0.3
+    with np.errstate(invalid="ignore"):
+        t_mean, t_sd = np.nanmean(theta, 1), np.nanstd(theta, 1)
+    assert np.mean((np.abs(t_mean - exact["theta_mean"]) / exact["theta_sd"])[g]) < 0.12
+    assert np.mean(np.abs(t_sd / exact["theta_sd"] - 1)[g]) < 0.08
+    # pooling factors (Gelman & Hill) against the exact ones
+    errors = np.concatenate([
+        pooling_factor(theta[i][:, g[i]], np.full(1000, model.tau), mu[i]) - exact["pooling"][i][g[i]]
+        for i in range(20)
+    ])
+    assert np.mean(np.abs(errors)) < 0.06 and np.max(np.abs(errors)) < 0.45
+
+
+def test_local_sbc_passes_and_detects_overconfidence(trained_hg):
+    model, amortizer = trained_hg
+    b = model.simulate(300, torch.Generator().manual_seed(8))
+    draws = amortizer.sample_draws(b, 100, seed=1)
+    local, truth = one_group_per_data_set(draws.local_draws, b["theta_local"].numpy(), b["group_mask"].numpy())
+    assert sbc_check(local, truth, ["theta"])["passed"].all()
+    centre = local.mean(1, keepdims=True)
+    assert not sbc_check(centre + 0.5 * (local - centre), truth, ["theta"])["passed"].any()
+
+
+def test_logo_elpd_matches_the_exact_predictive_density(trained_hg):
+    model, amortizer = trained_hg
+    b = model.simulate(1, torch.Generator().manual_seed(9), n_groups=8, n_obs=6)
+    logo = amortizer.logo(b, model, n=2000, importance=16, seed=0)
+    exact = model.logo_elpd(b["x"][0].numpy(), b["mask"][0].numpy())
+    assert list(logo.columns) == ["group", "elpd", "mc_se"] and len(logo) == 8
+    np.testing.assert_allclose(logo["elpd"].to_numpy(), exact, atol=0.25)
+    assert abs(logo["elpd"].sum() - exact.sum()) < 1.0
+
+
+def test_elpd_compare_and_pooling_factor_closed_values():
+    out = elpd_compare(np.array([-1.0, -2.0, -3.0]), np.array([-2.0, -2.0, -2.0]), ("x", "y"))
+    assert out["elpd_diff"].item() == pytest.approx(0.0)
+    assert out["se_diff"].item() == pytest.approx(np.sqrt(3 * 1.0))
+    rng = np.random.default_rng(0)
+    assert pooling_factor(rng.normal(0, 1, (20000, 2)), np.ones(20000)) == pytest.approx([1, 1], abs=0.03)
+    with pytest.raises(ValueError, match="same >= 2 groups"):
+        elpd_compare(np.zeros(3), np.zeros(4))
+
+
+def _sleep_like():
+    rng = np.random.default_rng(0)
+    rows = [(s, d, 250 + 10 * d + rng.normal(0, 25)) for s in ("a", "b", "c") for d in range(10)]
+    return pd.DataFrame(rows, columns=["Subject", "Days", "Reaction"])
+
+
+def test_data_frames_with_groups_and_labelled_draws():
+    model = HierarchicalLinear()
+    amortizer = MultilevelAmortizer(model, SMALL)
+    amortizer.adapt(model.simulate(64))
+    df = _sleep_like()
+    draws = amortizer.sample(df, 20, group="Subject", columns={"x": "Days", "y": "Reaction"}, seed=0)
+    assert list(draws.columns[:6]) == list(model.parameter_names)
+    assert "r_Intercept[b]" in draws.columns and "r_x[c]" in draws.columns and len(draws) == 20
+    long = amortizer.sample_draws(df, 5, group="Subject", columns={"x": "Days", "y": "Reaction"}).to_long()
+    assert list(long.columns) == ["draw", "group", "parameter", "value"] and len(long) == 5 * 3 * 2
+    assert (draws[["sd_Intercept", "sd_x", "sigma"]] > 0).all().all()
+
+
+@pytest.mark.parametrize(
+    "mutate, kwargs, message",
+    [
+        (lambda d: d, {"group": "Subjct"}, "unknown grouping column 'Subjct'"),
+        (lambda d: d.assign(Days=d.Days.where(d.index != 4)), {"group": "Subject"},
+         "column 'Days' contains NaN or Inf in group 'a'"),
+        (lambda d: d.assign(Subject=pd.Categorical(d.Subject, categories=["a", "b", "c", "z"])),
+         {"group": "Subject"}, "group 'z' has zero observations"),
+        (lambda d: d.drop(columns="Reaction"), {"group": "Subject"}, r"missing column\(s\) \['Reaction'\]"),
+        (lambda d: d, {}, "need group="),
+    ],
+)
+def test_bad_multilevel_data_names_the_problem(mutate, kwargs, message):
+    info = HierarchicalLinear().info
+    with pytest.raises(ValueError, match=message):
+        prepare_multilevel(mutate(_sleep_like()), info, columns={"x": "Days", "y": "Reaction"}, **kwargs)
+
+
+def test_zero_observation_group_in_a_batch_and_ranges_warn():
+    info = HierarchicalLinear(n_groups=(4, 40), n_obs=(2, 20)).info
+    x = torch.zeros(1, 2, 3, 2)
+    with pytest.raises(ValueError, match="group 2 of data set 1 has zero observations"):
+        prepare_multilevel({"x": x, "mask": torch.tensor([[[1.0, 1, 1], [0, 0, 0]]]),
+                            "group_mask": torch.ones(1, 2)}, info)
+    with pytest.warns(UserWarning, match=r"number of groups J = \[3\] outside the trained range \[4, 40\]"):
+        prepare_multilevel(_sleep_like(), info, group="Subject", columns={"x": "Days", "y": "Reaction"})
+    rows = [(s, d, 250.0 + d) for s in "abcd" for d in range(25)]  # 4 groups of 25 rows
+    big = pd.DataFrame(rows, columns=["Subject", "Days", "Reaction"])
+    with pytest.warns(UserWarning, match=r"group size\(s\) N_j = \[25\] outside the trained range \[2, 20\]"):
+        prepare_multilevel(big, info, group="Subject", columns={"x": "Days", "y": "Reaction"})
+
+
+def test_multilevel_round_trip(tmp_path):
+    model = HierarchicalLinear()
+    amortizer = MultilevelAmortizer(model, SMALL)
+    amortizer.adapt(model.simulate(64))
+    save(amortizer, tmp_path)
+    loaded = load(tmp_path, model=model)
+    b = model.simulate(2, torch.Generator().manual_seed(3))
+    a1 = amortizer.sample_draws(b, 7, seed=4)
+    a2 = loaded.sample_draws(b, 7, seed=4)
+    np.testing.assert_array_equal(a1.global_draws, a2.global_draws)
+    np.testing.assert_array_equal(a1.local_draws, a2.local_draws)
+    with pytest.raises(ValueError, match="not for 'hierarchical_gaussian'"):
+        load(tmp_path, model=HierarchicalGaussian())
