@@ -273,25 +273,27 @@ class MultilevelAmortizer(nn.Module):
             groups, summary = self.embed(xs, ms, loo_gmask)
             zg = sample_flow(self.global_flow, n, summary, gen)  # (J, n, G): LOGO posteriors
             theta_g = self.global_map.inverse(zg)
-            # the left-out group's own embedding (it is its data, not the others')
+            # the left-out group's own embedding (its data, not the others'); one group at a
+            # time keeps memory at n * importance * N_k likelihood terms
             own = groups[torch.arange(j), torch.arange(j)]  # (J, S_l)
+            elpd = torch.empty(j, device=dev)
+            rel_se = torch.empty(j, device=dev)
             m = importance
-            context = torch.cat([own[:, None, None].expand(j, n, m, -1), zg[:, :, None].expand(j, n, m, -1)], -1)
-            zl = sample_flow(self.local_flow, 1, context.reshape(-1, context.shape[-1]), gen)[:, 0]
-            log_q = self.local_flow.log_prob(zl, context=context.reshape(-1, context.shape[-1]))
-            theta_l = self.local_map.inverse(zl)
-            log_q = (log_q + self.local_map.log_abs_det(theta_l)).reshape(j, n, m)
-            theta_l = theta_l.reshape(j, n, m, -1)
-            tg = theta_g[:, :, None, :].expand(j, n, m, -1)
-            log_prior = model.local_log_prior(tg, theta_l[..., None, :])[..., 0]  # (J, n, m)
-            xk = x[0][:, None, None, None]  # (J, 1, 1, 1, N, F): broadcasts against (J, n, m, 1, L)
-            mk = mask[0][:, None, None, None]
-            log_lik = model.log_likelihood(tg, theta_l[..., None, :], xk, mk)[..., 0]
-            log_w = log_lik + log_prior - log_q  # (J, n, m)
-            log_px_given_global = torch.logsumexp(log_w, dim=-1) - math.log(m)  # (J, n)
-            elpd = torch.logsumexp(log_px_given_global, dim=-1) - math.log(n)
-            w = torch.exp(log_px_given_global - log_px_given_global.max(-1, keepdim=True).values)
-            rel_se = w.std(-1) / (w.mean(-1) * math.sqrt(n))
+            for k in range(j):
+                context = torch.cat([own[k].expand(n, m, -1), zg[k][:, None].expand(n, m, -1)], -1).reshape(n * m, -1)
+                zl = sample_flow(self.local_flow, 1, context, gen)[:, 0]
+                log_q = self.local_flow.log_prob(zl, context=context)
+                theta_l = self.local_map.inverse(zl)
+                log_q = (log_q + self.local_map.log_abs_det(theta_l)).reshape(n, m)
+                theta_l = theta_l.reshape(n, m, 1, -1)
+                tg = theta_g[k][:, None, :].expand(n, m, -1)
+                log_prior = model.local_log_prior(tg, theta_l)[..., 0]  # (n, m)
+                log_lik = model.log_likelihood(tg, theta_l, x[0, k][None, None, None], mask[0, k][None, None, None])[..., 0]
+                log_w = log_lik + log_prior - log_q
+                log_px = torch.logsumexp(log_w, dim=-1) - math.log(m)  # log p(x_k | tau_s, sigma_s)
+                elpd[k] = torch.logsumexp(log_px, dim=-1) - math.log(n)
+                w = torch.exp(log_px - log_px.max())
+                rel_se[k] = w.std() / (w.mean() * math.sqrt(n))
         return pd.DataFrame(
             {"group": list(d.group_labels[0][:j]), "elpd": elpd.cpu().numpy(), "mc_se": rel_se.cpu().numpy()}
         )

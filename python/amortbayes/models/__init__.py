@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from amortbayes.models.ar1 import AR1Multilevel
 from amortbayes.models.conjugate_gaussian import ConjugateGaussian
 from amortbayes.models.ddm import HierarchicalDDM
 from amortbayes.models.hierarchical_gaussian import HierarchicalGaussian
@@ -15,6 +16,7 @@ from amortbayes.models.linear_regression import GaussianLinearRegression
 from amortbayes.models.two_moons import TwoMoons
 
 MODELS: dict[str, type] = {
+    "ar1_multilevel": AR1Multilevel,
     "conjugate_gaussian": ConjugateGaussian,
     "gaussian_linear": GaussianLinearRegression,
     "ddm": HierarchicalDDM,

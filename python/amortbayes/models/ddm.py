@@ -128,8 +128,8 @@ class HierarchicalDDM(MultilevelModel):
 
     def log_likelihood(self, theta_global, theta_local, x, mask) -> torch.Tensor:
         v, a, beta, tau = (p[..., None] for p in self._trial_parameters(theta_global, theta_local))
-        rt, choice = x[..., 0], x[..., 1]
-        safe_rt = torch.where(mask > 0, rt, tau.expand_as(rt) + 1.0)
+        rt, choice, v, a, beta, tau, mask = torch.broadcast_tensors(x[..., 0], x[..., 1], v, a, beta, tau, mask)
+        safe_rt = torch.where(mask > 0, rt, tau + 1.0)
         lp = wiener_log_density(safe_rt.double(), choice.double(), v.double(), a.double(), beta.double(), tau.double())
         return torch.where(mask > 0, lp, torch.zeros_like(lp)).sum(-1).to(theta_local.dtype)
 

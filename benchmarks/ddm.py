@@ -1,0 +1,100 @@
+"""Hierarchical diffusion models on speed_acc (accuracy condition, block 4): amortized vs Stan, and LOGO elpd_diff.
+
+Usage: python benchmarks/ddm.py [--epochs 30 --iterations 200] [--no-stan] [--out DIR]
+Trains the shared-bias (eq. 22) and subject-bias (eq. 23) models, fits both to the 17
+participants, compares the global marginals with Stan (unless --no-stan), and computes
+leave-one-participant-out ELPD for both from the amortizers alone (no refits), with
+elpd_diff and its SE as in Habermann et al. (2024), Figure 9. Prints one JSON object.
+Responses are coded as in the paper's model: upper boundary = correct response.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from _common import emit, median_ms, parser, setup
+from amortbayes import MultilevelAmortizer, TrainSettings, fit, save
+from amortbayes.data import load_speed_acc
+from amortbayes.diagnostics import c2st, elpd_compare
+from amortbayes.models import HierarchicalDDM
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--no-stan", action="store_true")
+    p.add_argument("--variants", default="shared,subject")
+    p.add_argument("--out", default="benchmark-ddm")
+    args = p.parse_args()
+    device = setup(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    df = load_speed_acc()
+    df = df.assign(choice=df["correct"].astype(float))
+    kw = {"group": "id", "columns": {"rt": "rt", "choice": "choice"}}
+    result: dict = {"data": f"speed_acc accuracy block 4: {df['id'].nunique()} participants, {len(df)} trials"}
+    logo = {}
+    for bias in args.variants.split(","):
+        model = HierarchicalDDM(bias=bias)
+        amortizer = MultilevelAmortizer(model)
+        settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations,
+                                 batch_size=args.batch_size, learning_rate=args.lr)
+        t0 = time.perf_counter()
+        history = fit(amortizer, model, settings=settings, device=args.device,
+                      checkpoint_dir=out / f"ckpt_{bias}", resume=(out / f"ckpt_{bias}" / "checkpoint.pt").exists(),
+                      progress=False)
+        train_s = time.perf_counter() - t0
+        amortizer.to("cpu").eval()
+        save(amortizer, out / f"amortizer_{bias}")
+        data = amortizer.prepare(df, **kw)
+        fit_ms = median_ms(lambda: amortizer.sample_draws(data, 4000), 3, torch.device("cpu"), warmup=1)
+        amortized = amortizer.sample_draws(data, 4000, seed=1).to_frame(0)
+        t0 = time.perf_counter()
+        loo = amortizer.logo(data, model, n=500, importance=8, seed=0)
+        logo_s = time.perf_counter() - t0
+        loo.to_csv(out / f"logo_{bias}.csv", index=False)
+        logo[bias] = loo
+        entry = {
+            "train_seconds": round(train_s, 1),
+            "train_simulations": settings.epochs * settings.iterations_per_epoch * settings.batch_size,
+            "final_val_loss": round(float(history["val_loss"].iloc[-1]), 3),
+            "amortized_fit_ms_4000_draws": round(fit_ms, 1),
+            "logo_seconds_all_groups": round(logo_s, 2),
+            "elpd_logo": round(float(loo["elpd"].sum()), 2),
+            "logo_max_mc_se": round(float(loo["mc_se"].max()), 3),
+        }
+        if not args.no_stan:
+            from amortbayes.reference import compare_draws, fit_stan
+
+            stan = fit_stan(f"ddm_{bias}_bias", model.stan_data(df, group="id", rt="rt", choice="correct"),
+                            chains=4, warmup=1000, draws=1000, seed=1)
+            names = list(model.parameter_names)
+            table = compare_draws(amortized, stan.draws, parameters=names)
+            table.to_csv(out / f"comparison_{bias}.csv")
+            entry.update({
+                "stan_seconds": round(stan.seconds, 1),
+                "stan_max_rhat": round(stan.max_rhat, 4),
+                "speedup_fit_vs_stan": round(stan.seconds / (fit_ms / 1000), 1),
+                "global_mean_diff_in_stan_sd": table["mean_diff_in_sd"].round(3).to_dict(),
+                "global_sd_ratio": table["sd_ratio"].round(3).to_dict(),
+                "global_overlap_95": table["overlap_95"].round(3).to_dict(),
+                "c2st_global": round(c2st(amortized[names].to_numpy(), stan.draws[names].to_numpy(),
+                                          max_samples=4000), 3),
+            })
+        result[f"ddm_{bias}_bias"] = entry
+    if len(logo) == 2:
+        cmp = elpd_compare(logo["subject"]["elpd"].to_numpy(), logo["shared"]["elpd"].to_numpy(),
+                           ("subject_bias", "shared_bias"))
+        result["logo_elpd_diff_subject_minus_shared"] = round(float(cmp["elpd_diff"].item()), 2)
+        result["logo_elpd_diff_se"] = round(float(cmp["se_diff"].item()), 2)
+    emit(result, device)
+
+
+if __name__ == "__main__":
+    main()
