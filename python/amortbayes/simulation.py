@@ -104,6 +104,29 @@ class ModelInfo:
         )
 
 
+def model_config(model: Any) -> dict[str, Any]:
+    """A dataclass model's fields as JSON-ready keyword arguments (empty for other classes)."""
+    if dataclasses.is_dataclass(model):
+        return {f.name: _jsonable(getattr(model, f.name)) for f in dataclasses.fields(model)}
+    return {}
+
+
+def model_info(model: Any) -> ModelInfo:
+    """The :class:`ModelInfo` of a single-level or two-level model from its class attributes."""
+    n_groups = getattr(model, "n_groups", (1, 1))
+    return ModelInfo(
+        name=model.name,
+        parameter_names=tuple(model.parameter_names),
+        data_names=tuple(model.data_names),
+        n_obs=(int(model.n_obs[0]), int(model.n_obs[1])),
+        config=model.config(),
+        local_parameter_names=tuple(getattr(model, "local_parameter_names", ())),
+        n_groups=(int(n_groups[0]), int(n_groups[1])),
+        parameter_support=tuple(model.parameter_support),
+        local_parameter_support=tuple(getattr(model, "local_parameter_support", ())),
+    )
+
+
 @runtime_checkable
 class Simulator(Protocol):
     """The minimum a model must implement to be trained on.
@@ -144,20 +167,11 @@ class FlatModel(abc.ABC):
 
     def config(self) -> dict[str, Any]:
         """Keyword arguments that rebuild this model (dataclass fields by default)."""
-        if dataclasses.is_dataclass(self):
-            return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
-        return {}
+        return model_config(self)
 
     @property
     def info(self) -> ModelInfo:
-        return ModelInfo(
-            name=self.name,
-            parameter_names=tuple(self.parameter_names),
-            data_names=tuple(self.data_names),
-            n_obs=(int(self.n_obs[0]), int(self.n_obs[1])),
-            config=self.config(),
-            parameter_support=tuple(self.parameter_support),
-        )
+        return model_info(self)
 
     def simulate(
         self,
@@ -228,23 +242,12 @@ class MultilevelModel(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not define log_likelihood")
 
     def config(self) -> dict[str, Any]:
-        if dataclasses.is_dataclass(self):
-            return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
-        return {}
+        """Keyword arguments that rebuild this model (dataclass fields by default)."""
+        return model_config(self)
 
     @property
     def info(self) -> ModelInfo:
-        return ModelInfo(
-            name=self.name,
-            parameter_names=tuple(self.parameter_names),
-            data_names=tuple(self.data_names),
-            n_obs=(int(self.n_obs[0]), int(self.n_obs[1])),
-            config=self.config(),
-            local_parameter_names=tuple(self.local_parameter_names),
-            n_groups=(int(self.n_groups[0]), int(self.n_groups[1])),
-            parameter_support=tuple(self.parameter_support),
-            local_parameter_support=tuple(self.local_parameter_support),
-        )
+        return model_info(self)
 
     def simulate(
         self,

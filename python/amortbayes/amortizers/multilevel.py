@@ -51,6 +51,7 @@ from amortbayes.networks import (
     build_summary,
     sample_flow,
 )
+from amortbayes.networks.standardize import soft_bound
 from amortbayes.simulation import Batch, ModelInfo, MultilevelData, prepare_multilevel
 
 
@@ -176,7 +177,7 @@ class MultilevelAmortizer(nn.Module):
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor, group_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Group embeddings ``(B, J, S_l)`` and data-set embeddings ``(B, S_g)``."""
-        z = self.x_std(x) * mask.unsqueeze(-1)
+        z = soft_bound(self.x_std(x)) * mask.unsqueeze(-1)
         # padded groups get one dummy row so every network sees a non-empty set; their
         # embeddings are excluded by group_mask below
         safe = mask.clone()

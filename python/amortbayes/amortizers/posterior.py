@@ -40,6 +40,7 @@ from amortbayes.amortizers.base import (
     theta_from_user,
 )
 from amortbayes.networks import FlowSettings, ParameterMap, Standardizer, build_flow, build_summary, sample_flow
+from amortbayes.networks.standardize import soft_bound
 from amortbayes.simulation import Batch, ModelInfo, Simulator, prepare_observed
 
 
@@ -114,7 +115,7 @@ class PosteriorAmortizer(nn.Module):
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Summary statistics ``(B, summary_dim)`` of padded data ``x (B, N, F)``."""
-        z = self.x_std(x) * mask.unsqueeze(-1)
+        z = soft_bound(self.x_std(x)) * mask.unsqueeze(-1)
         return self.summary_net(z, mask)
 
     def loss(self, batch: Batch) -> torch.Tensor:

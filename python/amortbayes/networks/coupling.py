@@ -40,7 +40,8 @@ context is never concatenated to the inputs.  The context may also be given once
 *group* of consecutive rows (``(G, C)`` for ``N = G r`` inputs, as if repeated with
 ``repeat_interleave(r)``): sampling ``r`` draws per data set then computes the context
 terms once per data set.  On CPU large batches run in chunks of ``CPU_CHUNK_ROWS`` rows
-so that the activations stay in cache (same result, several times faster).
+so that the activations stay in cache (same result, several times faster); without
+gradients and with ``T > 1`` torch threads, ``T`` single-threaded workers share the chunks.
 
 References:
     Durkan et al. (2019). Neural Spline Flows. NeurIPS.
@@ -49,7 +50,11 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -65,10 +70,10 @@ CPU_CHUNK_ROWS = 4096  # rows per pass on CPU: a chunk's activations stay in cac
 class ResidualConditioner(nn.Module):
     """Residual MLP ``phi(x, c)``, a function-for-function copy of nflows' ``ResidualNet``.
 
-    The output layer is applied in row blocks of sizes ``splits`` so that each block comes
-    out as its own contiguous tensor, ``(N, n)`` or, with ``feature_major=True``, ``(n, N)``;
-    ``output_scale`` multiplies the outputs (folded into the output layer's weights, not
-    applied to the activations).
+    The outputs come in blocks of sizes ``splits``, ``(N, n)`` each or, with
+    ``feature_major=True``, ``(n, N)`` (then each block is contiguous); ``output_scale``
+    multiplies the outputs (folded into the output layer's weights, not applied to the
+    activations).
 
     Args:
         in_features: size of ``x`` (the identity half).
@@ -140,12 +145,9 @@ class ResidualConditioner(nn.Module):
                 h = torch.addcmul(h.view(g, r, hid), t.view(g, r, hid), gate).view(n, hid)
         weight = self.output.weight * self.output_scale[:, None]
         bias = self.output.bias * self.output_scale
-        outs, start = [], 0
-        for n in self.splits:
-            w, b = weight[start : start + n], bias[start : start + n]
-            outs.append(torch.addmm(b[:, None], w, h.t()) if self.feature_major else F.linear(h, w, b))
-            start += n
-        return tuple(outs)
+        if self.feature_major:  # (out, N): each block of rows is contiguous
+            return torch.addmm(bias[:, None], weight, h.t()).split(self.splits, dim=0)
+        return F.linear(h, weight, bias).split(self.splits, dim=1)
 
 
 def rational_quadratic_spline(
@@ -157,9 +159,11 @@ def rational_quadratic_spline(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Elementwise rational-quadratic spline on ``[-B, B]`` with identity (linear) tails.
 
-    The bins run along the *leading* dimension of the parameters, so every softmax,
-    cumulative sum and bin search is a handful of operations on long contiguous slabs
-    (instead of many short rows of ``K`` numbers).
+    Every element is evaluated (inputs clamped to ``[-B, B]``, the identity selected
+    outside by ``torch.where``), without boolean-mask indexing.  The bins run along the
+    *leading* dimension of the parameters, so the softmax, the cumulative sums and the bin
+    search are a handful of operations on long contiguous slabs (instead of many short rows
+    of ``K`` numbers), and the bin's quantities come from masked sums instead of gathers.
 
     Args:
         x: inputs of any shape ``S``, any real values.
@@ -173,10 +177,14 @@ def rational_quadratic_spline(
         (``-log g'(g^{-1}(x))`` for the inverse) and 0 outside ``[-B, B]``.
 
     Example:
-        >>> x = torch.tensor([0.3, 7.0])
-        >>> y, ld = rational_quadratic_spline(x, torch.zeros(8, 2, 2), torch.zeros(7, 2), 5.0)
-        >>> torch.allclose(y, x, atol=1e-5), ld.shape
-        (True, torch.Size([2]))
+        >>> x = torch.tensor([0.3, 7.0])  # 7.0 lies in the identity tail
+        >>> bins, derivs = torch.randn(8, 2, 2), torch.randn(7, 2)  # K = 8 bins
+        >>> y, ld = rational_quadratic_spline(x, bins, derivs, 5.0)
+        >>> y[1].item(), ld[1].item()
+        (7.0, 0.0)
+        >>> x_back, ld_back = rational_quadratic_spline(y, bins, derivs, 5.0, inverse=True)
+        >>> torch.allclose(x_back, x, atol=1e-5), torch.allclose(ld_back, -ld, atol=1e-5)
+        (True, True)
     """
     k = bin_logits.shape[0]
     if k < 2 or bin_logits.shape[1:] != (2, *x.shape) or derivative_logits.shape != (k - 1, *x.shape):
@@ -185,80 +193,118 @@ def rational_quadratic_spline(
             f"derivative_logits {tuple(derivative_logits.shape)}"
         )
     b = float(tail_bound)
-    inside = (x >= -b) & (x <= b)
     x_in = x.clamp(-b, b)
+    inside = x_in == x
 
-    # a bin with softmax fraction f has size floor + scale * f; edges are cumulative sums from -B.
-    # Unnormalized: e = exp(logit - max), fractions e / total, cumulative fractions cum / total.
+    # A bin with softmax fraction f = e / total has size floor + scale * f, with e = exp(logit - max).
     floor = MIN_BIN_SIZE * 2 * b
     scale = (1 - MIN_BIN_SIZE * k) * 2 * b
-    e = torch.exp(bin_logits - bin_logits.amax(dim=0))
-    lower = torch.ones(k, k, dtype=e.dtype, device=e.device).tril_()
-    cum = (lower @ e.view(k, -1)).view(e.shape)  # cumulative sums over bins, as one matrix product
-    total = cum[-1]  # (2, *S)
+    e = torch.exp(bin_logits - bin_logits.amax(dim=0))  # (K, 2, *S)
 
-    # the bin: the number of interior right edges at or below x, i.e. the k < K - 1 with
-    # (x + B - floor (k + 1)) / scale >= cum_k / total
-    side = 1 if inverse else 0
-    u = (x_in + b) * (1 / scale)
-    lead = torch.arange(1, k, dtype=x.dtype, device=x.device).view(-1, *[1] * x.dim()) * (floor / scale)
-    level = (u - lead) * total[side]  # (K - 1, *S)
-    bin_idx = (level >= cum[: k - 1, side]).sum(dim=0, keepdim=True)  # (1, *S)
+    # The bin of x: right edge k (k < K - 1) lies at or left of x iff
+    # (x + B) / scale * total >= cum_k + (k + 1) floor / scale * total; one matrix product gives
+    # both sides of that inequality for all k (its last row is the total).
+    side = e[:, 1 if inverse else 0].reshape(k, -1)
+    mat = torch.ones(k, k, dtype=e.dtype, device=e.device).tril_()
+    mat[:-1] += torch.arange(1, k, dtype=e.dtype, device=e.device).unsqueeze(1) * (floor / scale)
+    rhs = (mat @ side).view(k, *x.shape)
+    left = (((x_in + b) * (rhs[-1] / scale)) >= rhs[:-1]).to(e.dtype)  # (K - 1, *S), 1 for bins left of x
+    bin_f = left.sum(0)  # the bin index, as a float
 
-    both = bin_idx.unsqueeze(1).expand(1, 2, *x.shape)
-    inv_total = 1 / total
-    frac_at = e.gather(0, both)[0] * inv_total  # (2, *S): fraction of the bin in x and y
-    below = cum.gather(0, both)[0] * inv_total - frac_at  # cumulative fraction left of the bin
-    size = frac_at * scale + floor
-    low = below * scale + (bin_idx.to(x.dtype) * floor - b)
+    # sums over the bins left of x and through x, in x (row 0) and y (row 1): masked sums, no gather
+    mask = left.unsqueeze(1)
+    below = (mask * e[:-1]).sum(0)  # (2, *S)
+    e_at = e[0] + (mask * e[1:]).sum(0) - below
+    ratio = scale / e.sum(0)
+    size = e_at * ratio + floor
+    low = torch.addcmul(bin_f * floor - b, below, ratio)
     w, h = size[0], size[1]
     x_lo, y_lo = low[0], low[1]
 
     # knot derivatives d_k, d_{k+1}: 1 at the two boundary knots, 1e-3 + softplus inside
-    nearby = torch.cat([bin_idx - 1, bin_idx], dim=0)  # (2, *S)
+    bin_i = bin_f.long().unsqueeze(0)
+    nearby = torch.cat([bin_i - 1, bin_i], dim=0)  # (2, *S): interior knots k - 1 and k
     d = F.softplus(derivative_logits.gather(0, nearby.clamp(0, k - 2))) + MIN_DERIVATIVE
-    d = d.masked_fill(torch.cat([bin_idx == 0, bin_idx == k - 1], dim=0), 1.0)
+    d = d.masked_fill((nearby < 0) | (nearby == k - 1), 1.0)
     d0, d1 = d[0], d[1]
     s = h / w
     curv = d0 + d1 - 2 * s
 
-    if inverse:
+    if inverse:  # a xi^2 + b xi + c = 0 with c = -s r; xi = 2c / (-b - sqrt(b^2 - 4ac))
         r = x_in - y_lo
-        qa = r * curv + h * (s - d0)
-        qb = h * d0 - r * curv
-        qc = -s * r
-        disc = (qb * qb - 4 * qa * qc).clamp_min(0)
-        xi = 2 * qc / (-qb - torch.sqrt(disc))
-        out = x_lo + xi * w
+        rc = r * curv
+        qa = torch.addcmul(rc, h, s - d0)
+        qb = torch.addcmul(-rc, h, d0)
+        sr = s * r
+        disc = torch.addcmul(qb * qb, qa, sr, value=4).clamp_min(0)
+        xi = 2 * sr / (qb + torch.sqrt(disc))
+        out = torch.addcmul(x_lo, xi, w)
     else:
         xi = (x_in - x_lo) / w
-    xi1 = xi * (1 - xi)
-    denom = s + curv * xi1
-    numer = s * s * (d1 * xi * xi + 2 * s * xi1 + d0 * (1 - xi) * (1 - xi))
-    logabsdet = torch.log(numer) - 2 * torch.log(denom)
-    if inverse:
-        logabsdet = -logabsdet
-    else:
-        out = y_lo + h * (s * xi * xi + d0 * xi1) / denom
-    return torch.where(inside, out, x), torch.where(inside, logabsdet, torch.zeros_like(logabsdet))
+    om = 1 - xi
+    xi1 = xi * om
+    denom = torch.addcmul(s, curv, xi1)
+    q = s / denom
+    slope = torch.addcmul(torch.addcmul(d1 * xi * xi, s, xi1, value=2), d0, om * om) * q * q  # g'
+    logabsdet = -torch.log(slope) if inverse else torch.log(slope)
+    if not inverse:
+        out = torch.addcdiv(y_lo, h * torch.addcmul(s * xi * xi, d0, xi1), denom)
+    return torch.where(inside, out, x), torch.where(inside, logabsdet, 0.0)
 
 
 def _chunked(fn, inputs: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fn(inputs, context)``, in chunks of about ``CPU_CHUNK_ROWS`` rows on CPU (the same result)."""
+    """``fn(inputs, context)`` in chunks of about ``CPU_CHUNK_ROWS`` rows on CPU (the same result).
+
+    Without gradients and with ``torch.get_num_threads() = T > 1``, ``T`` worker threads run
+    the chunks (each single-threaded): unlike ``T``-thread operations on small chunks, this
+    does not stall when another process holds a core.
+    """
     n, g = inputs.shape[0], context.shape[0]
     if inputs.device.type != "cpu" or n <= 2 * CPU_CHUNK_ROWS:
         return fn(inputs, context)
     r = n // g  # rows per context row
     if r <= CPU_CHUNK_ROWS:
         per = CPU_CHUNK_ROWS // r  # whole groups per chunk
-        parts = [fn(inputs[i * r : (i + per) * r], context[i : i + per]) for i in range(0, g, per)]
+        pieces = [(inputs[i * r : (i + per) * r], context[i : i + per]) for i in range(0, g, per)]
     else:
-        parts = [
-            fn(inputs[i : min(i + CPU_CHUNK_ROWS, (j + 1) * r)], context[j : j + 1])
+        pieces = [
+            (inputs[i : min(i + CPU_CHUNK_ROWS, (j + 1) * r)], context[j : j + 1])
             for j in range(g)
             for i in range(j * r, (j + 1) * r, CPU_CHUNK_ROWS)
         ]
+    workers = torch.get_num_threads()
+    if workers > 1 and not torch.is_grad_enabled() and _thread_local_threads():
+        inference = torch.is_inference_mode_enabled()
+
+        def run(piece: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.inference_mode(inference), torch.no_grad():  # grad modes are per thread
+                return fn(*piece)
+
+        parts = list(_worker_pool(workers).map(run, pieces))
+    else:
+        parts = [fn(*piece) for piece in pieces]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+@functools.lru_cache(maxsize=None)
+def _thread_local_threads() -> bool:
+    """Whether ``torch.set_num_threads`` in a worker thread leaves the caller's setting alone (OpenMP)."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _worker_pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``workers`` single-threaded torch workers (created on first use)."""
+    key = (os.getpid(), workers)  # a forked child must not reuse its parent's (absent) threads
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(
+                workers, thread_name_prefix="amortbayes-coupling", initializer=torch.set_num_threads, initargs=(1,)
+            )
+        return _POOLS[key]
 
 
 def _check(inputs: torch.Tensor, context: torch.Tensor | None, features: int) -> None:
@@ -300,7 +346,12 @@ class SplineCoupling(Transform):
     """Rational-quadratic spline coupling with linear tails outside ``[-tail_bound, tail_bound]``.
 
     ``even=True`` transforms the first ``ceil(features / 2)`` features given the rest,
-    ``even=False`` the last ``floor(features / 2)`` given the first ones.
+    ``even=False`` the last ``floor(features / 2)`` given the first ones.  ``forward`` and
+    ``inverse`` take ``inputs (N, features)`` and a ``context`` of shape
+    ``(N, context_features)`` or ``(G, context_features)`` with ``G`` dividing ``N`` (one
+    row per group of ``N / G`` consecutive inputs) and return ``(outputs, logabsdet (N,))``.
+    The conditioner's outputs are laid out bins-first (``(K, 2, T)`` width and height
+    logits, ``(K - 1, T)`` derivative logits for the ``T`` transformed features).
 
     Example:
         >>> t = SplineCoupling(4, 3, hidden=16, blocks=1, bins=8, tail_bound=5.0, even=True)
@@ -347,14 +398,16 @@ class SplineCoupling(Transform):
         xa, xb = self.halves.split(inputs)
         bins, derivs = self.conditioner(xb, context)  # feature-major: (K * 2 * T, N), ((K - 1) * T, N)
         n, t = xa.shape
-        ya, logabsdet = rational_quadratic_spline(
-            xa.t().contiguous(), bins.view(self.bins, 2, t, n), derivs.view(self.bins - 1, t, n), self.tail_bound, inverse
-        )
+        bins, derivs = bins.view(self.bins, 2, t, n), derivs.view(self.bins - 1, t, n)
+        ya, logabsdet = rational_quadratic_spline(xa.t().contiguous(), bins, derivs, self.tail_bound, inverse)
         return self.halves.merge(ya.t(), xb), logabsdet.sum(0)
 
 
 class AffineCoupling(Transform):
     """Affine coupling ``y_a = x_a * sigma + t`` with ``sigma = sigmoid(u + 2) + 1e-3`` (nflows' convention).
+
+    The halves and the ``context`` shapes are those of :class:`SplineCoupling`; the
+    conditioner's outputs are ``[t (T), u (T)]``.
 
     Example:
         >>> t = AffineCoupling(3, 2, hidden=16, blocks=1, even=False)
@@ -380,16 +433,14 @@ class AffineCoupling(Transform):
 
     def _forward(self, inputs: torch.Tensor, context: torch.Tensor):
         xa, xb = self.halves.split(inputs)
-        shift, log_scale = self._shift_log_scale(xb, context)
-        ya = torch.addcmul(shift, xa, log_scale.exp())
-        return self.halves.merge(ya, xb), log_scale.sum(-1)
+        shift, scale = self._shift_scale(xb, context)
+        return self.halves.merge(torch.addcmul(shift, xa, scale), xb), torch.log(scale).sum(-1)
 
     def _inverse(self, inputs: torch.Tensor, context: torch.Tensor):
         ya, yb = self.halves.split(inputs)
-        shift, log_scale = self._shift_log_scale(yb, context)
-        xa = (ya - shift) * torch.exp(-log_scale)
-        return self.halves.merge(xa, yb), -log_scale.sum(-1)
+        shift, scale = self._shift_scale(yb, context)
+        return self.halves.merge((ya - shift) / scale, yb), -torch.log(scale).sum(-1)
 
-    def _shift_log_scale(self, xb: torch.Tensor, context: torch.Tensor):
+    def _shift_scale(self, xb: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shift, unconstrained = self.conditioner(xb, context)
-        return shift, torch.log(torch.sigmoid(unconstrained + 2) + AFFINE_MIN_SCALE)
+        return shift, torch.sigmoid(unconstrained + 2) + AFFINE_MIN_SCALE
