@@ -200,11 +200,13 @@ def test_worker_threads_give_the_sequential_result(monkeypatch, inference):
     torch.set_num_threads(2)
     try:
         with torch.inference_mode() if inference else torch.no_grad():
-            y, ld = t.inverse(x, c)
+            y, ld = t.inverse(x, c)  # many chunks
+            y_small, _ = t.inverse(x[:20], c[:20])  # one chunk, still in a worker
         assert torch.get_num_threads() == 2  # the workers' single thread does not leak back
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(y, reference[0]) and torch.equal(ld, reference[1])
+    assert torch.allclose(y_small, reference[0][:20], atol=1e-12)
     assert y.is_inference() == inference
 
 

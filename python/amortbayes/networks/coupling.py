@@ -253,27 +253,33 @@ def rational_quadratic_spline(
 
 
 def _chunked(fn, inputs: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fn(inputs, context)`` in chunks of about ``CPU_CHUNK_ROWS`` rows on CPU (the same result).
+    """``fn(inputs, context)`` on CPU in chunks of about ``CPU_CHUNK_ROWS`` rows (the same result).
 
-    Without gradients and with ``torch.get_num_threads() = T > 1``, ``T`` worker threads run
-    the chunks (each single-threaded): unlike ``T``-thread operations on small chunks, this
-    does not stall when another process holds a core.
+    Without gradients and with ``torch.get_num_threads() = T > 1``, ``T`` single-threaded
+    worker threads run the chunks: unlike ``T``-thread operations on small tensors, they do
+    not stall at every operation when another process holds a core.
     """
-    n, g = inputs.shape[0], context.shape[0]
-    if inputs.device.type != "cpu" or n <= 2 * CPU_CHUNK_ROWS:
+    if inputs.device.type != "cpu":
         return fn(inputs, context)
-    r = n // g  # rows per context row
-    if r <= CPU_CHUNK_ROWS:
-        per = CPU_CHUNK_ROWS // r  # whole groups per chunk
+    workers = torch.get_num_threads()
+    pooled = workers > 1 and not torch.is_grad_enabled() and _thread_local_threads()
+    n, g = inputs.shape[0], context.shape[0]
+    if n <= 2 * CPU_CHUNK_ROWS:
+        if not pooled:
+            return fn(inputs, context)
+        pieces = [(inputs, context)]
+    elif n // g <= CPU_CHUNK_ROWS:  # whole groups of n / g rows per chunk
+        r = n // g
+        per = CPU_CHUNK_ROWS // r
         pieces = [(inputs[i * r : (i + per) * r], context[i : i + per]) for i in range(0, g, per)]
-    else:
+    else:  # chunks inside each group
+        r = n // g
         pieces = [
             (inputs[i : min(i + CPU_CHUNK_ROWS, (j + 1) * r)], context[j : j + 1])
             for j in range(g)
             for i in range(j * r, (j + 1) * r, CPU_CHUNK_ROWS)
         ]
-    workers = torch.get_num_threads()
-    if workers > 1 and not torch.is_grad_enabled() and _thread_local_threads():
+    if pooled:
         inference = torch.is_inference_mode_enabled()
 
         def run(piece: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,6 +289,8 @@ def _chunked(fn, inputs: torch.Tensor, context: torch.Tensor) -> tuple[torch.Ten
         parts = list(_worker_pool(workers).map(run, pieces))
     else:
         parts = [fn(*piece) for piece in pieces]
+    if len(parts) == 1:
+        return parts[0]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
