@@ -137,6 +137,7 @@ class HierarchicalDDM(MultilevelModel):
         """Data for ``stan/ddm_{bias}_bias.stan`` from a long frame of trials."""
         from amortbayes.reference import padded_groups
 
-        data = padded_groups(frame.rename(columns={rt: "rt", choice: "choice"}), group, ["rt", "choice"])
+        trials = frame[[group, rt, choice]].set_axis([group, "rt", "choice"], axis=1)
+        data = padded_groups(trials, group, ["rt", "choice"])
         data["choice"] = data["choice"].astype(int)
         return data
