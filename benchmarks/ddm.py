@@ -1,6 +1,7 @@
 """Hierarchical diffusion models on speed_acc (accuracy condition, block 4): amortized vs Stan, and LOGO elpd_diff.
 
-Usage: python benchmarks/ddm.py [--epochs 30 --iterations 200] [--no-stan] [--out DIR]
+Usage: python benchmarks/ddm.py [--epochs 30 --iterations 200] [--no-stan | --stan-chains 4 --stan-warmup 1000
+--stan-draws 1000] [--out DIR]
 Trains the shared-bias (eq. 22) and subject-bias (eq. 23) models, fits both to the 17
 participants, compares the global marginals with Stan (unless --no-stan), and computes
 leave-one-participant-out ELPD for both from the amortizers alone (no refits), with
@@ -29,6 +30,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--no-stan", action="store_true")
+    p.add_argument("--stan-chains", type=int, default=4)
+    p.add_argument("--stan-warmup", type=int, default=1000)
+    p.add_argument("--stan-draws", type=int, default=1000, help="per chain (the Wiener density makes Stan slow)")
     p.add_argument("--variants", default="shared,subject")
     p.add_argument("--out", default="benchmark-ddm")
     args = p.parse_args()
@@ -73,13 +77,14 @@ def main() -> None:
             from amortbayes.reference import compare_draws, fit_stan
 
             stan = fit_stan(f"ddm_{bias}_bias", model.stan_data(df, group="id", rt="rt", choice="correct"),
-                            chains=4, warmup=1000, draws=1000, seed=1)
+                            chains=args.stan_chains, warmup=args.stan_warmup, draws=args.stan_draws, seed=1)
             names = list(model.parameter_names)
             table = compare_draws(amortized, stan.draws, parameters=names)
             table.to_csv(out / f"comparison_{bias}.csv")
             entry.update({
                 "stan_seconds": round(stan.seconds, 1),
                 "stan_max_rhat": round(stan.max_rhat, 4),
+                "stan_chains_warmup_draws": [args.stan_chains, args.stan_warmup, args.stan_draws],
                 "speedup_fit_vs_stan": round(stan.seconds / (fit_ms / 1000), 1),
                 "global_mean_diff_in_stan_sd": table["mean_diff_in_sd"].round(3).to_dict(),
                 "global_sd_ratio": table["sd_ratio"].round(3).to_dict(),

@@ -4,7 +4,8 @@ Usage: python benchmarks/multilevel.py [--epochs 40 --iterations 250] [--no-stan
 Prints one JSON object: training wall time and budget, amortized fit time, LOGO time for all
 groups, Stan time for the same data and their ratio, and accuracy against Stan (mean
 difference in Stan SDs, SD ratio, interval overlap, pooling factors, C2ST on globals).
-Writes the comparison table, the amortizer and a figure to --out.
+Writes the comparison table, the amortizer and two figures (global pairs, group intervals with
+pooling factors) to --out.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--iterations", type=int, default=250)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--no-stan", action="store_true")
     p.add_argument("--out", default="benchmark-multilevel")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (resume=True if it exists)")
@@ -78,7 +79,7 @@ def main() -> None:
         "j100_1000_draws_ms": round(j100_ms, 1),
     }
     if not args.no_stan:
-        from amortbayes.plots import plot_posterior_pairs
+        from amortbayes.plots import plot_group_intervals, plot_posterior_pairs
         from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data
 
         stan_data = hierarchical_linear_data(df, group="Subject", x="Days", y="Reaction", **_priors(model))
@@ -97,6 +98,9 @@ def main() -> None:
                                    ref[f"sd_{n}"].to_numpy()) for n in ("Intercept", "x")}
         plot_posterior_pairs(amortized[GLOBAL], reference=ref[GLOBAL], path=out / "sleepstudy_vs_stan.png",
                              labels=("amortized", "Stan"))
+        plot_group_intervals(amortized, ref, ["r_Intercept", "r_x"], out / "sleepstudy_groups_vs_stan.png",
+                             labels=("amortized", "Stan"),
+                             pooling={f"r_{n}": (lam_a[n], lam_s[n]) for n in ("Intercept", "x")})
         result.update({
             "stan_seconds": round(stan.seconds, 1),
             "stan_max_rhat": round(stan.max_rhat, 4),

@@ -16,6 +16,7 @@ safe in scripts, notebooks (the returned figure displays itself) and through ret
 - :func:`plot_coverage`: empirical against nominal coverage of central intervals.
 - :func:`plot_loss`: training and validation loss per epoch.
 - :func:`plot_posterior_pairs`: pair plot of draws, optionally over reference draws.
+- :func:`plot_group_intervals`: forest plot of group-level parameters against a reference, with pooling factors.
 
 References:
     Talts, Betancourt, Simpson, Vehtari & Gelman (2018). Validating Bayesian inference
@@ -430,4 +431,66 @@ def plot_posterior_pairs(
                 ax.set_ylabel(names[i])
     if ref is not None:
         grid[0, 0].legend(fontsize="small", frameon=False)
+    return _finish(fig, path)
+
+
+def plot_group_intervals(
+    draws: pd.DataFrame,
+    reference: pd.DataFrame | None = None,
+    parameters: Sequence[str] | None = None,
+    path: PathLike | None = None,
+    *,
+    labels: tuple[str, str] = ("amortized", "reference"),
+    pooling: dict[str, tuple[np.ndarray, np.ndarray | None]] | None = None,
+) -> Figure:
+    """Forest plot of group-level parameters: median, 50 % and 95 % intervals per group.
+
+    One panel per local parameter ``name`` with columns ``name[group]`` (the wide frames of
+    :meth:`MultilevelDraws.to_frame` and of a Stan fit with the same names); reference
+    intervals are drawn just below the amortized ones.  ``pooling`` maps a parameter to
+    its pooling factors per group ``(amortized, reference or None)``, printed at the right
+    margin (Gelman & Hill: 0 = no pooling, 1 = complete pooling).
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> frame = pd.DataFrame(rng.normal(size=(400, 3)), columns=["r[a]", "r[b]", "r[c]"])
+        >>> len(plot_group_intervals(frame, frame + 0.1).axes)
+        1
+    """
+    if not isinstance(draws, pd.DataFrame):
+        raise TypeError("plot_group_intervals takes the wide DataFrame of draws (columns name[group])")
+    local = [c for c in draws.columns if isinstance(c, str) and c.endswith("]") and "[" in c]
+    names = list(dict.fromkeys(c[: c.index("[")] for c in local)) if parameters is None else list(parameters)
+    if not names:
+        raise ValueError("no group-level columns of the form name[group] in the draws")
+    fig, axes = _panels(len(names), width=4.0, height=max(2.8, 0.28 * sum(c.startswith(names[0] + "[") for c in local)))
+    for ax, name in zip(axes, names):
+        cols = [c for c in local if c.startswith(name + "[")]
+        if not cols:
+            raise ValueError(f"no columns {name}[group] in the draws")
+        groups = [c[len(name) + 1 : -1] for c in cols]
+        y = np.arange(len(cols))[::-1].astype(float)
+        sets = [(draws, _MAIN, labels[0], 0.0)]
+        if reference is not None:
+            missing = [c for c in cols if c not in reference.columns]
+            if missing:
+                raise ValueError(f"reference draws lack the columns {missing[:3]}")
+            sets.append((reference, _REFERENCE, labels[1], -0.3))
+        for frame, colour, label, dy in sets:
+            q = np.quantile(frame[cols].to_numpy(), [0.025, 0.25, 0.5, 0.75, 0.975], axis=0)
+            ax.hlines(y + dy, q[0], q[4], color=colour, lw=1.0)
+            ax.hlines(y + dy, q[1], q[3], color=colour, lw=3.0, label=label)
+            ax.plot(q[2], y + dy, "o", color=colour, ms=3)
+        if pooling and name in pooling:
+            lam_a, lam_r = pooling[name]
+            text = [f"{a:.2f}" + ("" if lam_r is None else f" / {r:.2f}") for a, r in
+                    zip(lam_a, lam_r if lam_r is not None else [None] * len(lam_a))]
+            for yi, t in zip(y, text):
+                ax.annotate(t, (1.01, yi), xycoords=("axes fraction", "data"), va="center", fontsize="x-small")
+            ax.set_title(f"{name}  (pooling factor" + (")" if lam_r is None else f" {labels[0]} / {labels[1]})"),
+                         fontsize="small")
+        else:
+            ax.set_title(name, fontsize="small")
+        ax.set_yticks(y, groups, fontsize="x-small")
+        ax.legend(fontsize="x-small", frameon=False, loc="best")
     return _finish(fig, path)

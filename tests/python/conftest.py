@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from amortbayes import FlowSettings, PosteriorAmortizer, PosteriorSettings, TrainSettings, fit
-from amortbayes.models import ConjugateGaussian
+from amortbayes.models import ConjugateGaussian, GaussianLinearRegression
 
 # small networks: one thread is as fast as two and immune to oversubscription
 torch.set_num_threads(1)
@@ -33,6 +33,33 @@ def trained_gaussian(gaussian_model):
         seed=0,
     )
     return amortizer, history
+
+
+@pytest.fixture(scope="session")
+def linear_model() -> GaussianLinearRegression:
+    return GaussianLinearRegression(n_covariates=2)
+
+
+@pytest.fixture(scope="session")
+def trained_linear(linear_model):
+    """The Gaussian linear regression after the short CPU training the README promises (< 1 minute)."""
+    amortizer = PosteriorAmortizer(linear_model)
+    history = fit(
+        amortizer,
+        linear_model,
+        settings=TrainSettings(epochs=10, iterations_per_epoch=150, batch_size=128, learning_rate=4e-3),
+        progress=False,
+        seed=0,
+    )
+    return amortizer, history
+
+
+@pytest.fixture(scope="session", params=["conjugate_gaussian", "gaussian_linear"])
+def trained_closed_form(request):
+    """``(amortizer, model)`` for each built-in model with a closed-form posterior."""
+    if request.param == "conjugate_gaussian":
+        return request.getfixturevalue("trained_gaussian")[0], request.getfixturevalue("gaussian_model")
+    return request.getfixturevalue("trained_linear")[0], request.getfixturevalue("linear_model")
 
 
 @pytest.fixture()

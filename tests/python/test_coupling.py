@@ -221,6 +221,18 @@ def test_sample_flow_with_grouped_context_matches_repeated_context():
     assert sample_flow(flow, 50, context, torch.Generator().manual_seed(0)).shape == (3, 50, 4)
 
 
+@pytest.mark.parametrize("kind", ["spline", "affine"])
+def test_sample_flow_log_prob_equals_flow_log_prob(kind):
+    torch.manual_seed(4)
+    flow = build_flow(3, CONTEXT, FlowSettings(kind=kind, layers=3, hidden=16))
+    context = torch.randn(2, CONTEXT)
+    with torch.no_grad():
+        theta, log_q = sample_flow(flow, 40, context, torch.Generator().manual_seed(1), log_prob=True)
+        direct = flow.log_prob(theta.reshape(80, 3), context=context.repeat_interleave(40, dim=0)).reshape(2, 40)
+    assert log_q.shape == (2, 40)
+    torch.testing.assert_close(log_q, direct, atol=1e-4, rtol=1e-4)
+
+
 # -- flows built from the couplings ----------------------------------------------------------------
 
 

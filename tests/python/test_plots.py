@@ -101,6 +101,24 @@ def test_plot_posterior_pairs(tmp_path: Path) -> None:
         plots.plot_posterior_pairs(draws, reference=reference[:, :2])
 
 
+def test_plot_group_intervals(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    cols = [f"{n}[{g}]" for n in ("r_Intercept", "r_x") for g in ("308", "309", "310")]
+    draws = pd.DataFrame(rng.normal(size=(500, 6)), columns=["sigma"] + cols[1:]).assign(**{cols[0]: 0.0})
+    draws = draws[["sigma"] + cols]
+    pooling = {"r_x": (np.array([0.1, 0.2, 0.3]), np.array([0.12, 0.2, 0.31]))}
+    fig = plots.plot_group_intervals(draws, draws[cols] + 0.2, path=tmp_path / "groups.png", pooling=pooling,
+                                     labels=("amortized", "Stan"))
+    assert_png(fig, tmp_path / "groups.png")
+    assert [ax.get_title() for ax in fig.axes] == ["r_Intercept", "r_x  (pooling factor amortized / Stan)"]
+    assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == ["308", "309", "310"]
+    assert "0.10 / 0.12" in [t.get_text() for t in fig.axes[1].texts]
+    with pytest.raises(ValueError, match="reference draws lack the columns"):
+        plots.plot_group_intervals(draws, draws[cols[:3]])
+    with pytest.raises(ValueError, match="no group-level columns"):
+        plots.plot_group_intervals(draws[["sigma"]])
+
+
 def test_plot_validates_like_the_diagnostics() -> None:
     draws, truth = conjugate()
     with pytest.raises(ValueError, match="parameter_names has 1 name"):

@@ -39,10 +39,10 @@ def test_validation_loss_approaches_the_exact_posterior_entropy(trained_gaussian
     assert exact - 0.02 < amortized < exact + 0.05
 
 
-def test_posterior_matches_closed_form_on_held_out_data(trained_gaussian, gaussian_model):
-    amortizer, _ = trained_gaussian
-    batch, data = _held_out(gaussian_model, 100)
-    mean, sd = gaussian_model.posterior(batch["x"].numpy(), batch["mask"].numpy())
+def test_posterior_matches_closed_form_on_held_out_data(trained_closed_form):
+    amortizer, model = trained_closed_form
+    batch, data = _held_out(model, 100)
+    mean, sd = model.posterior(batch["x"].numpy(), batch["mask"].numpy())
     draws = amortizer.sample_array(data, 2000, seed=1)
     mean_err = np.abs(draws.mean(1) - mean) / sd
     sd_err = np.abs(draws.std(1) / sd - 1)
@@ -51,9 +51,9 @@ def test_posterior_matches_closed_form_on_held_out_data(trained_gaussian, gaussi
     assert sd_err.mean() < 0.1, sd_err.mean(0)
 
 
-def test_sbc_passes_for_the_trained_amortizer(trained_gaussian, gaussian_model):
-    amortizer, _ = trained_gaussian
-    batch, data = _held_out(gaussian_model, 300)
+def test_sbc_passes_for_the_trained_amortizer(trained_closed_form):
+    amortizer, model = trained_closed_form
+    batch, data = _held_out(model, 300)
     draws = amortizer.sample_array(data, 200, seed=2)
     result = sbc_check(draws, batch["theta_global"].numpy(), amortizer.info.parameter_names)
     assert result["passed"].all(), result
@@ -62,9 +62,9 @@ def test_sbc_passes_for_the_trained_amortizer(trained_gaussian, gaussian_model):
 @pytest.mark.parametrize(
     "distort", ["shift", "overconfident", "underconfident"],
 )
-def test_sbc_fails_for_miscalibrated_versions_of_the_same_draws(trained_gaussian, gaussian_model, distort):
-    amortizer, _ = trained_gaussian
-    batch, data = _held_out(gaussian_model, 300)
+def test_sbc_fails_for_miscalibrated_versions_of_the_same_draws(trained_closed_form, distort):
+    amortizer, model = trained_closed_form
+    batch, data = _held_out(model, 300)
     draws = amortizer.sample_array(data, 200, seed=2)
     centre = draws.mean(1, keepdims=True)
     spread = draws.std(1, keepdims=True)

@@ -135,3 +135,30 @@ def test_bad_observed_data_names_the_problem(data, message):
 def test_data_set_size_outside_training_range_warns():
     with pytest.warns(UserWarning, match=r"outside the trained range N in \[2, 40\]"):
         prepare_observed(np.zeros((100, 2)), ConjugateGaussian(n_obs=(2, 40)).info)
+
+
+def test_set_statistics_match_least_squares_and_ignore_padding():
+    """DeepSet.statistics: log SDs, correlation, residual SDs and slopes as numpy's least squares gives them."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(12, generator=gen) * 3
+    y = 0.5 - 1.5 * x + 0.3 * torch.randn(12, generator=gen)
+    rows = torch.stack([x, y], -1)
+    net = DeepSet(2, 4, hidden=8)
+    assert net.n_statistics == 2 + 7 + 1
+    padded = torch.cat([rows, torch.full((5, 2), 50.0)])
+    mask = torch.cat([torch.ones(12), torch.zeros(5)])
+    stats = net.statistics(padded[None], mask[None])[0].double()
+    torch.testing.assert_close(stats, net.statistics(rows[None], torch.ones(1, 12))[0].double(), atol=1e-5, rtol=1e-5)
+    xs, ys = x.double().numpy(), y.double().numpy()
+    slope, intercept = np.polyfit(xs, ys, 1)
+    resid_sd = np.sqrt(np.mean((ys - intercept - slope * xs) ** 2))  # ML (1/N) residual SD
+    expect = [xs.mean(), ys.mean(), np.log(xs.std()), np.log(ys.std()), np.corrcoef(xs, ys)[0, 1]]
+    np.testing.assert_allclose(stats[:5].numpy(), expect, atol=2e-3)
+    np.testing.assert_allclose(stats[6].numpy(), np.log(resid_sd), atol=6e-3)  # log SD of y given x (ridge)
+    # slopes are soft-bounded: 20 tanh(b / 20)
+    np.testing.assert_allclose(stats[8].numpy(), 20 * np.tanh(slope / 20), atol=2e-3)
+    np.testing.assert_allclose(stats[9].numpy(), np.log(12))
+    # a set of one row stays finite (ridge), and sets without scale-free statistics refuse
+    assert torch.isfinite(net.statistics(rows[None, :1], torch.ones(1, 1))).all()
+    with pytest.raises(ValueError, match="scale_free"):
+        DeepSet(2, 4, hidden=8, scale_free=False).statistics(rows[None], torch.ones(1, 12))

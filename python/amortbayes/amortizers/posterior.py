@@ -41,6 +41,7 @@ from amortbayes.amortizers.base import (
 )
 from amortbayes.networks import FlowSettings, ParameterMap, Standardizer, build_flow, build_summary, sample_flow
 from amortbayes.networks.standardize import soft_bound
+from amortbayes.networks.summary import n_statistics, with_statistics
 from amortbayes.simulation import Batch, ModelInfo, Simulator, prepare_observed
 
 
@@ -105,7 +106,7 @@ class PosteriorAmortizer(nn.Module):
             self.theta_map = ParameterMap(tuple(info.parameter_support) or n_par)
             self.x_std = Standardizer(n_feat)
             self.summary_net = build_summary(s.summary, n_feat, s.summary_dim, s.summary_hidden)
-            self.flow = build_flow(n_par, s.summary_dim, s.flow)
+            self.flow = build_flow(n_par, s.summary_dim + n_statistics(self.summary_net), s.flow)
 
     # -- training -------------------------------------------------------------------------
     def adapt(self, batch: Batch) -> None:
@@ -114,9 +115,9 @@ class PosteriorAmortizer(nn.Module):
         self.x_std.fit(batch["x"], batch["mask"])
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Summary statistics ``(B, summary_dim)`` of padded data ``x (B, N, F)``."""
+        """Flow context of padded data ``x (B, N, F)``: learned summary and (DeepSet) exact statistics."""
         z = soft_bound(self.x_std(x)) * mask.unsqueeze(-1)
-        return self.summary_net(z, mask)
+        return with_statistics(self.summary_net, self.summary_net(z, mask), z, mask)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Mean negative log posterior density of the standardized parameters."""

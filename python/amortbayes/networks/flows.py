@@ -14,6 +14,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import nn
@@ -124,9 +125,14 @@ def _autoregressive(context_dim: int, s: FlowSettings):
 
 
 def sample_flow(
-    flow: Flow, n: int, context: torch.Tensor, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """``n`` draws per context row, shape ``(B, n, dim)``, in one vectorized pass."""
+    flow: Flow, n: int, context: torch.Tensor, generator: torch.Generator | None = None, *, log_prob: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """``n`` draws per context row, shape ``(B, n, dim)``, in one vectorized pass.
+
+    With ``log_prob=True`` also returns the flow's log density of each draw ``(B, n)``,
+    from the same pass: ``log q(theta) = log p_base(u) - log|det d theta / d u|`` for the
+    base draw ``u`` (what ``flow.log_prob`` would give, at half the cost).
+    """
     b = context.shape[0]
     dim = flow._distribution._shape[0]
     # coupling layers take one context row per data set (context terms computed once, not n times)
@@ -136,5 +142,9 @@ def sample_flow(
     eps = torch.randn(b, n, dim, generator=generator, dtype=context.dtype).to(context.device)
     means, log_stds = flow._distribution._compute_params(context)  # once per context row
     noise = (means[:, None] + torch.exp(log_stds)[:, None] * eps).reshape(b * n, dim)
-    theta, _ = flow._transform.inverse(noise, context=ctx)
-    return theta.reshape(b, n, dim)
+    theta, logabsdet = flow._transform.inverse(noise, context=ctx)
+    theta = theta.reshape(b, n, dim)
+    if not log_prob:
+        return theta
+    log_base = (-0.5 * eps * eps - log_stds[:, None] - 0.5 * math.log(2 * math.pi)).sum(-1)
+    return theta, log_base - logabsdet.reshape(b, n)
