@@ -22,7 +22,7 @@ SMALL = MultilevelSettings(
 def trained_hg():
     model = HierarchicalGaussian()
     amortizer = MultilevelAmortizer(model, SMALL)
-    fit(amortizer, model, settings=TrainSettings(epochs=8, iterations_per_epoch=100, batch_size=64,
+    fit(amortizer, model, settings=TrainSettings(epochs=12, iterations_per_epoch=100, batch_size=64,
                                                  learning_rate=1e-3), progress=False, seed=0)
     return model, amortizer
 

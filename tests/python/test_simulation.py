@@ -160,5 +160,11 @@ def test_set_statistics_match_least_squares_and_ignore_padding():
     np.testing.assert_allclose(stats[9].numpy(), np.log(12))
     # a set of one row stays finite (ridge), and sets without scale-free statistics refuse
     assert torch.isfinite(net.statistics(rows[None, :1], torch.ones(1, 1))).all()
+    # a second-level DeepSet can pool exact second moments of its last inputs; padding stays invisible
+    pool = DeepSet(5, 4, hidden=8, interactions=False, second_moments_of_last=3)
+    torch.testing.assert_close(pool(torch.cat([padded, padded, padded[:, :1]], -1)[None], mask[None]),
+                               pool(torch.cat([rows, rows, rows[:, :1]], -1)[None], torch.ones(1, 12)))
+    with pytest.raises(ValueError, match="second_moments_of_last"):
+        DeepSet(2, 4, second_moments_of_last=2)
     with pytest.raises(ValueError, match="scale_free"):
         DeepSet(2, 4, hidden=8, scale_free=False).statistics(rows[None], torch.ones(1, 12))

@@ -111,7 +111,9 @@ class DeepSet(nn.Module):
     difference of large, nearly equal numbers divided by another, which a ReLU network
     learns imprecisely; :meth:`statistics` hands the same statistics to the next network
     (see :func:`with_statistics`).  Measured at 3,000 steps on the hierarchical linear
-    model: validation loss -0.70 -> -3.6 nats.
+    model: validation loss -0.70 -> -3.6 nats.  ``second_moments_of_last=k`` (without
+    interactions) adds the exact second moments of the last ``k`` inputs only: a data-set
+    summary of group embeddings uses it for the groups' exact statistics.
 
     Example:
         >>> net = DeepSet(2, 8)
@@ -127,6 +129,7 @@ class DeepSet(nn.Module):
         depth: int = 2,
         interactions: bool = True,
         scale_free: bool = True,
+        second_moments_of_last: int = 0,
     ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
@@ -137,6 +140,10 @@ class DeepSet(nn.Module):
         if interactions:
             n_mom += n_scale_free(in_features) if self.scale_free else 0
             n_mom += n_in * (n_in + 1) // 2
+        if not 0 <= second_moments_of_last <= (0 if interactions else in_features):
+            raise ValueError("second_moments_of_last needs interactions=False and at most in_features")
+        self.second_moments_of_last = k = second_moments_of_last
+        n_mom += k * (k + 1) // 2
         self.phi = mlp(n_in, hidden, hidden, depth)
         self.rho = mlp(2 * hidden + n_mom + 1, hidden, out_features, depth)
 
@@ -175,6 +182,10 @@ class DeepSet(nn.Module):
             if self.scale_free:
                 parts.append(scale_free_statistics(moments[..., :f], moments[..., f:]))
             moments = torch.cat(parts, dim=-1)
+        elif self.second_moments_of_last:
+            k = self.second_moments_of_last
+            second = (pairwise_products(x[..., -k:])[..., k:] * m).sum(-2) / n
+            moments = torch.cat([moments, second], dim=-1)
         return self.rho(torch.cat([mean, var.clamp_min(0.0), moments, log_n(mask)], dim=-1))
 
 
