@@ -105,7 +105,12 @@ class PosteriorAmortizer(nn.Module):
             torch.manual_seed(s.seed)
             self.theta_map = ParameterMap(tuple(info.parameter_support) or n_par)
             self.x_std = Standardizer(n_feat)
-            self.summary_net = build_summary(s.summary, n_feat, s.summary_dim, s.summary_hidden)
+            # a DeepSet's exact set statistics go to the flow beside the learned summary, except
+            # for models of single observations, which have no spread, slopes or correlations
+            # (measured on two moons: C2ST 0.62 without them, 0.65-0.67 with them)
+            self.summary_net = build_summary(
+                s.summary, n_feat, s.summary_dim, s.summary_hidden, scale_free=max(info.n_obs) > 1
+            )
             self.flow = build_flow(n_par, s.summary_dim + n_statistics(self.summary_net), s.flow)
 
     # -- training -------------------------------------------------------------------------
@@ -115,7 +120,7 @@ class PosteriorAmortizer(nn.Module):
         self.x_std.fit(batch["x"], batch["mask"])
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Flow context of padded data ``x (B, N, F)``: learned summary and (DeepSet) exact statistics."""
+        """Flow context of padded data ``x (B, N, F)``: learned summary (and a DeepSet's exact statistics)."""
         z = soft_bound(self.x_std(x)) * mask.unsqueeze(-1)
         return with_statistics(self.summary_net, self.summary_net(z, mask), z, mask)
 

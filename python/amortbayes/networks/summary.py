@@ -301,10 +301,13 @@ def with_statistics(net: nn.Module, embedding: torch.Tensor, x: torch.Tensor, ma
 SUMMARY_NETWORKS = {"deepset": DeepSet, "set_transformer": SetTransformer, "recurrent": RecurrentSummary}
 
 
-def build_summary(kind: str, in_features: int, out_features: int, hidden: int) -> nn.Module:
-    """Build a summary network by name: ``"deepset"``, ``"set_transformer"`` or ``"recurrent"``."""
+def build_summary(kind: str, in_features: int, out_features: int, hidden: int, scale_free: bool = True) -> nn.Module:
+    """Build a summary network by name: ``"deepset"``, ``"set_transformer"`` or ``"recurrent"``.
+
+    ``scale_free`` (DeepSet only) turns the exact set statistics on or off.
+    """
     if kind == "deepset":
-        return DeepSet(in_features, out_features, hidden)
+        return DeepSet(in_features, out_features, hidden, scale_free=scale_free)
     if kind == "set_transformer":
         return SetTransformer(in_features, out_features, dim=hidden, heads=4 if hidden % 4 == 0 else 1)
     if kind == "recurrent":
