@@ -56,7 +56,7 @@ def n_scale_free(features: int) -> int:
 
 
 def scale_free_statistics(mean: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Log SDs, correlations and log conditional SDs of a set from its first and second moments.
+    """Log SDs, correlations, log residual SDs and least-squares slopes of a set from its first two moments.
 
     ``mean (..., F)`` holds ``E[x_k]`` and ``second (..., F(F+1)/2)`` holds ``E[x_k x_l]``
     (``k <= l``, the order of :func:`pairwise_products`).  With the within-set covariance
