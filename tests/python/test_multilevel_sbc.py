@@ -16,7 +16,7 @@ from amortbayes.models import AR1Multilevel, HierarchicalDDM, HierarchicalLinear
 
 CASES = {
     "hierarchical_linear": (HierarchicalLinear(), MultilevelSettings(), TrainSettings(
-        epochs=40, iterations_per_epoch=250, batch_size=32)),
+        epochs=40, iterations_per_epoch=250, batch_size=32, learning_rate=3e-3)),  # benchmarks/multilevel.py
     "ar1_multilevel": (AR1Multilevel(), MultilevelSettings(group_summary="recurrent"), TrainSettings(
         epochs=30, iterations_per_epoch=200, batch_size=32)),
     "ddm_shared_bias": (HierarchicalDDM(), MultilevelSettings(), TrainSettings(
