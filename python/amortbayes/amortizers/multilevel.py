@@ -194,7 +194,7 @@ class MultilevelAmortizer(nn.Module):
         # embeddings are excluded by group_mask below
         safe = mask.clone()
         safe[..., 0] = torch.where(group_mask > 0, mask[..., 0], torch.ones_like(mask[..., 0]))
-        groups = with_statistics(self.group_summary, self.group_summary(z, safe), z, safe)
+        groups = with_statistics(self.group_summary, z, safe)
         return groups, self.global_summary(groups, group_mask)
 
     def loss(self, batch: Batch) -> torch.Tensor:

@@ -122,7 +122,7 @@ class PosteriorAmortizer(nn.Module):
     def embed(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Flow context of padded data ``x (B, N, F)``: learned summary (and a DeepSet's exact statistics)."""
         z = soft_bound(self.x_std(x)) * mask.unsqueeze(-1)
-        return with_statistics(self.summary_net, self.summary_net(z, mask), z, mask)
+        return with_statistics(self.summary_net, z, mask)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Mean negative log posterior density of the standardized parameters."""

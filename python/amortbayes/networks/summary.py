@@ -162,13 +162,15 @@ class DeepSet(nn.Module):
         if not self.scale_free:
             raise ValueError("statistics() needs a DeepSet built with interactions and scale_free")
         m = mask.unsqueeze(-1)
-        n = m.sum(-2).clamp_min(1.0)
+        moments = (pairwise_products(x) * m).sum(-2) / m.sum(-2).clamp_min(1.0)
         f = x.shape[-1]
-        moments = (pairwise_products(x) * m).sum(-2) / n
-        scale_free = scale_free_statistics(moments[..., :f], moments[..., f:])
-        return torch.cat([moments[..., :f], scale_free, log_n(mask)], -1)
+        return torch.cat([moments[..., :f], scale_free_statistics(moments[..., :f], moments[..., f:]), log_n(mask)], -1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_statistics(x, mask)[0]
+
+    def forward_with_statistics(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The embedding and :meth:`statistics` (None without ``scale_free``) from one pass over the set."""
         m = mask.unsqueeze(-1)
         p = pairwise_products(x) if self.interactions else x
         h = self.phi(p) * m
@@ -176,17 +178,20 @@ class DeepSet(nn.Module):
         mean = h.sum(-2) / n
         var = (h * h).sum(-2) / n - mean * mean
         moments = (p * m).sum(-2) / n  # exact sample moments, not filtered through phi's ReLUs
+        stats = None
         if self.interactions:
             f = x.shape[-1]
             parts = [pairwise_products(moments)]
             if self.scale_free:
-                parts.append(scale_free_statistics(moments[..., :f], moments[..., f:]))
+                scale_free = scale_free_statistics(moments[..., :f], moments[..., f:])
+                stats = torch.cat([moments[..., :f], scale_free, log_n(mask)], -1)
+                parts.append(scale_free)
             moments = torch.cat(parts, dim=-1)
         elif self.second_moments_of_last:
             k = self.second_moments_of_last
             second = (pairwise_products(x[..., -k:])[..., k:] * m).sum(-2) / n
             moments = torch.cat([moments, second], dim=-1)
-        return self.rho(torch.cat([mean, var.clamp_min(0.0), moments, log_n(mask)], dim=-1))
+        return self.rho(torch.cat([mean, var.clamp_min(0.0), moments, log_n(mask)], dim=-1)), stats
 
 
 class _MAB(nn.Module):
@@ -286,16 +291,16 @@ def n_statistics(net: nn.Module) -> int:
     return net.n_statistics if isinstance(net, DeepSet) else 0
 
 
-def with_statistics(net: nn.Module, embedding: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``embedding`` with the set's exact statistics appended (:meth:`DeepSet.statistics`), if ``net`` has them.
+def with_statistics(net: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``net(x, mask)`` with the set's exact statistics appended (:meth:`DeepSet.statistics`), if ``net`` has them.
 
     Feeding the exact means, log SDs, correlations, residual SDs and slopes to the next
     network (the flow, or the data-set summary of a two-level model) beside the learned
     embedding spares it from squeezing them through a small bottleneck.
     """
     if n_statistics(net) == 0:
-        return embedding
-    return torch.cat([embedding, net.statistics(x, mask)], dim=-1)
+        return net(x, mask)
+    return torch.cat(net.forward_with_statistics(x, mask), dim=-1)  # one pass: moments computed once
 
 
 SUMMARY_NETWORKS = {"deepset": DeepSet, "set_transformer": SetTransformer, "recurrent": RecurrentSummary}
