@@ -10,6 +10,7 @@ pooling factors) to --out.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from _common import emit, median_ms, parser, setup
-from amortbayes import MultilevelAmortizer, TrainSettings, fit, save
+from amortbayes import MultilevelAmortizer, MultilevelSettings, TrainSettings, fit, save
 from amortbayes.data import load_sleepstudy
 from amortbayes.diagnostics import c2st, pooling_factor
 from amortbayes.models import HierarchicalLinear
@@ -32,6 +33,8 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=250)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--local-flow", default=None, choices=["spline", "affine"], help="local flow kind (default: the package's)")
+    p.add_argument("--local-layers", type=int, default=None, help="local flow coupling layers (default: the package's)")
     p.add_argument("--no-stan", action="store_true")
     p.add_argument("--out", default="benchmark-multilevel")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (resume=True if it exists)")
@@ -40,7 +43,9 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = HierarchicalLinear()
-    amortizer = MultilevelAmortizer(model)
+    local = MultilevelSettings().local_flow
+    local = dataclasses.replace(local, kind=args.local_flow or local.kind, layers=args.local_layers or local.layers)
+    amortizer = MultilevelAmortizer(model, MultilevelSettings(local_flow=local))
     settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations,
                              batch_size=args.batch_size, learning_rate=args.lr)
     ckpt = Path(args.checkpoint) if args.checkpoint else None
@@ -73,6 +78,7 @@ def main() -> None:
         "train_seconds": round(train_s, 1),
         "train_simulations": settings.epochs * settings.iterations_per_epoch * settings.batch_size,
         "train_steps": settings.epochs * settings.iterations_per_epoch,
+        "local_flow": dataclasses.asdict(local),
         "final_val_loss": round(float(history["val_loss"].iloc[-1]), 3),
         "amortized_fit_ms_4000_draws": round(fit_ms, 1),
         "logo_all_18_groups_ms": round(logo_ms, 1),

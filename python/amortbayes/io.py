@@ -28,7 +28,7 @@ import torch
 from amortbayes._version import __version__
 
 FORMAT = "amortbayes-amortizer"
-FORMAT_VERSION = 2  # 2: DeepSet summaries gained exact statistics (new layer shapes); 1 files cannot load
+FORMAT_VERSION = 3  # 2: DeepSet summaries gained exact statistics; 3: multilevel global flow sees pooled SDs
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
 

@@ -168,3 +168,46 @@ def test_set_statistics_match_least_squares_and_ignore_padding():
         DeepSet(2, 4, second_moments_of_last=2)
     with pytest.raises(ValueError, match="scale_free"):
         DeepSet(2, 4, hidden=8, scale_free=False).statistics(rows[None], torch.ones(1, 12))
+
+
+def test_pooled_statistics_are_sums_of_squares_over_degrees_of_freedom():
+    """DeepSet.pooled_statistics: the pooled within-group residual SD of a regression, as numpy computes it.
+
+    Groups with very different spreads: the pooled SD (what a Gaussian likelihood uses)
+    differs clearly from the geometric mean of the groups' SDs, and padded groups and rows
+    change nothing.
+    """
+    gen = torch.Generator().manual_seed(4)
+    sizes, noise = [6, 12, 9], [0.1, 1.0, 0.4]
+    j, n_max = 4, 15  # one padded group, padded rows
+    x = torch.zeros(j, n_max, 2)
+    mask = torch.zeros(j, n_max)
+    rss = sd_ss = 0.0
+    for g, (n, s) in enumerate(zip(sizes, noise)):
+        xs = torch.rand(n, generator=gen) * 2
+        ys = 1.0 + (g - 1.0) * xs + s * torch.randn(n, generator=gen)
+        x[g, :n] = torch.stack([xs, ys], -1)
+        x[g, n:] = 40.0
+        mask[g, :n] = 1
+        a, b = xs.double().numpy(), ys.double().numpy()
+        slope, intercept = np.polyfit(a, b, 1)
+        rss += np.sum((b - intercept - slope * a) ** 2)
+        sd_ss += np.sum((a - a.mean()) ** 2)
+    x[3] = 7.0
+    mask[3, 0] = 1  # a padded group keeps one dummy row (as MultilevelAmortizer.embed does)
+    group_mask = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    net = DeepSet(2, 4, hidden=8)
+    assert net.n_pooled_statistics == 4
+    stats = net.statistics(x, mask)
+    pooled = net.pooled_statistics(stats, group_mask).double()
+    n_total = sum(sizes)
+    np.testing.assert_allclose(pooled[0].numpy(), 0.5 * np.log(sd_ss / (n_total - 3)), atol=1e-3)  # x: d = 1
+    np.testing.assert_allclose(pooled[3].numpy(), 0.5 * np.log(rss / (n_total - 2 * 3)), atol=3e-3)  # y | x: d = F = 2
+    geometric = stats[:3, 6].mean().item()
+    assert pooled[3].item() - geometric > 0.3  # the pooled SD is not the average log SD
+    # padded groups (any content) are invisible; so is a batch dimension
+    x2 = x.clone()
+    x2[3] = -3.0
+    both = net.pooled_statistics(net.statistics(torch.stack([x, x2]), mask.expand(2, -1, -1)), group_mask.expand(2, -1))
+    torch.testing.assert_close(both[0], both[1])
+    torch.testing.assert_close(both[0].double(), pooled)

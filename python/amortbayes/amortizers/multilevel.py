@@ -177,7 +177,10 @@ class MultilevelAmortizer(nn.Module):
             self.global_summary = DeepSet(
                 group_dim, s.global_summary_dim, s.hidden, interactions=False, second_moments_of_last=stats
             )
-            self.global_flow = build_flow(n_glob, s.global_summary_dim, s.global_flow)
+            # the global flow also sees the groups' pooled within-group (residual) SDs: sums of
+            # squares over degrees of freedom, the estimate of sigma that the likelihood pools
+            self.n_pooled = self.group_summary.n_pooled_statistics if stats else 0
+            self.global_flow = build_flow(n_glob, s.global_summary_dim + self.n_pooled, s.global_flow)
             self.local_flow = build_flow(n_loc, group_dim + n_glob, s.local_flow)
 
     # -- training -------------------------------------------------------------------------
@@ -188,14 +191,18 @@ class MultilevelAmortizer(nn.Module):
         self.x_std.fit(batch["x"], batch["mask"])
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor, group_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Group embeddings ``(B, J, S_l)`` and data-set embeddings ``(B, S_g)``."""
+        """Group embeddings ``(B, J, S_l)`` and data-set summaries ``(B, S_g)`` (embedding + pooled SDs)."""
         z = soft_bound(self.x_std(x)) * mask.unsqueeze(-1)
         # padded groups get one dummy row so every network sees a non-empty set; their
         # embeddings are excluded by group_mask below
         safe = mask.clone()
         safe[..., 0] = torch.where(group_mask > 0, mask[..., 0], torch.ones_like(mask[..., 0]))
         groups = with_statistics(self.group_summary, z, safe)
-        return groups, self.global_summary(groups, group_mask)
+        summary = self.global_summary(groups, group_mask)
+        if self.n_pooled:
+            stats = groups[..., -n_statistics(self.group_summary) :]
+            summary = torch.cat([summary, self.group_summary.pooled_statistics(stats, group_mask)], dim=-1)
+        return groups, summary
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Negative log of the factorized posterior density (eq. 17), averaged over data sets."""

@@ -166,6 +166,37 @@ class DeepSet(nn.Module):
         f = x.shape[-1]
         return torch.cat([moments[..., :f], scale_free_statistics(moments[..., :f], moments[..., f:]), log_n(mask)], -1)
 
+    @property
+    def n_pooled_statistics(self) -> int:
+        """Size of :meth:`pooled_statistics` (0 without ``scale_free``)."""
+        return 2 * self.in_features if self.scale_free else 0
+
+    def pooled_statistics(self, stats: torch.Tensor, set_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled within-set log SDs and log residual SDs over a collection of sets, ``(..., 2F)``.
+
+        ``stats (..., J, n_statistics)`` are :meth:`statistics` of ``J`` sets and
+        ``set_mask (..., J)`` marks the real ones.  Each variance is pooled as its sums of
+        squares over the degrees of freedom, ``log sqrt(sum_j N_j v_j / sum_j (N_j - d))``
+        with ``d = 1`` for the SDs and ``d = F`` (intercept and ``F - 1`` slopes) for the
+        residual SDs: the pooled estimate a Gaussian likelihood uses (e.g. of ``sigma`` in a
+        multilevel regression), which averages of the sets' *log* SDs only approximate, and
+        badly when the sets' spreads differ (measured on sleepstudy: per-subject residual
+        SDs 8.9-60.9, geometric mean 19.5, pooled 25.6 as in Stan's and lme4's sigma).
+        """
+        if not self.scale_free:
+            raise ValueError("pooled_statistics() needs a DeepSet built with interactions and scale_free")
+        f = self.in_features
+        n = torch.exp(stats[..., -1:]) * (set_mask.unsqueeze(-1) > 0)  # N_j, 0 for padded sets
+        c = f * (f - 1) // 2  # stats: means (F), log SDs (F), correlations (c), log residual SDs (F), ...
+        log_sd = stats[..., f : 2 * f]
+        log_resid = stats[..., 2 * f + c : 3 * f + c]
+        pooled = []
+        for log_s, dof in ((log_sd, 1.0), (log_resid, float(f))):
+            ss = (n * torch.exp(2 * log_s)).sum(-2)
+            df = (n - dof).clamp_min(0.0).sum(-2).clamp_min(1.0)
+            pooled.append(0.5 * torch.log(ss / df))
+        return torch.cat(pooled, dim=-1)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.forward_with_statistics(x, mask)[0]
 
