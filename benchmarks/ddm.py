@@ -34,6 +34,8 @@ def main() -> None:
     p.add_argument("--stan-warmup", type=int, default=1000)
     p.add_argument("--stan-draws", type=int, default=1000, help="per chain (the Wiener density makes Stan slow)")
     p.add_argument("--variants", default="shared,subject")
+    p.add_argument("--also-simulated", action="store_true",
+                   help="also compare with Stan on one data set simulated from the prior with speed_acc's design")
     p.add_argument("--out", default="benchmark-ddm")
     args = p.parse_args()
     device = setup(args)
@@ -65,6 +67,12 @@ def main() -> None:
         loo.to_csv(out / f"logo_{bias}.csv", index=False)
         logo[bias] = loo
         entry = {
+            # data the prior predictive never produced (see DataRange): the amortizer extrapolates there
+            "outside_training_range": [
+                f"{amortizer.data_range.names[k]} = {v:.4g} (simulations: {float(amortizer.data_range.low[k]):.4g}"
+                f" to {float(amortizer.data_range.high[k]):.4g})"
+                for _, k, v in amortizer.data_range.outside(data.x, data.mask)
+            ],
             "train_seconds": round(train_s, 1),
             "train_simulations": settings.epochs * settings.iterations_per_epoch * settings.batch_size,
             "final_val_loss": round(float(history["val_loss"].iloc[-1]), 3),
@@ -74,24 +82,18 @@ def main() -> None:
             "logo_max_mc_se": round(float(loo["mc_se"].max()), 3),
         }
         if not args.no_stan:
-            from amortbayes.reference import compare_draws, fit_stan
-
-            stan = fit_stan(f"ddm_{bias}_bias", model.stan_data(df, group="id", rt="rt", choice="correct"),
-                            chains=args.stan_chains, warmup=args.stan_warmup, draws=args.stan_draws, seed=1)
-            names = list(model.parameter_names)
-            table = compare_draws(amortized, stan.draws, parameters=names)
-            table.to_csv(out / f"comparison_{bias}.csv")
+            stan_s, metrics = _against_stan(model, amortized, df, args, out / f"comparison_{bias}.csv")
             entry.update({
-                "stan_seconds": round(stan.seconds, 1),
-                "stan_max_rhat": round(stan.max_rhat, 4),
+                "stan_seconds": stan_s,
                 "stan_chains_warmup_draws": [args.stan_chains, args.stan_warmup, args.stan_draws],
-                "speedup_fit_vs_stan": round(stan.seconds / (fit_ms / 1000), 1),
-                "global_mean_diff_in_stan_sd": table["mean_diff_in_sd"].round(3).to_dict(),
-                "global_sd_ratio": table["sd_ratio"].round(3).to_dict(),
-                "global_overlap_95": table["overlap_95"].round(3).to_dict(),
-                "c2st_global": round(c2st(amortized[names].to_numpy(), stan.draws[names].to_numpy(),
-                                          max_samples=4000), 3),
+                "speedup_fit_vs_stan": round(stan_s / (fit_ms / 1000), 1),
+                **metrics,
             })
+            if args.also_simulated:  # the same design, data from the model: inside the training range
+                sim = _simulated_like(model, df)
+                sim_draws = amortizer.sample_draws(amortizer.prepare(sim, **kw), 4000, seed=1).to_frame(0)
+                _, metrics = _against_stan(model, sim_draws, sim, args, out / f"comparison_{bias}_simulated.csv")
+                entry["simulated_data_set"] = metrics
         result[f"ddm_{bias}_bias"] = entry
     if len(logo) == 2:
         cmp = elpd_compare(logo["subject"]["elpd"].to_numpy(), logo["shared"]["elpd"].to_numpy(),
@@ -99,6 +101,36 @@ def main() -> None:
         result["logo_elpd_diff_subject_minus_shared"] = round(float(cmp["elpd_diff"].item()), 2)
         result["logo_elpd_diff_se"] = round(float(cmp["se_diff"].item()), 2)
     emit(result, device)
+
+
+def _against_stan(model, amortized, frame, args, path) -> tuple[float, dict]:
+    """Stan's fit of ``frame`` and the comparison of the global marginals with ``amortized``."""
+    from amortbayes.reference import compare_draws, fit_stan
+
+    stan = fit_stan(model.name, model.stan_data(frame, group="id", rt="rt", choice="choice"),
+                    chains=args.stan_chains, warmup=args.stan_warmup, draws=args.stan_draws, seed=1)
+    names = list(model.parameter_names)
+    table = compare_draws(amortized, stan.draws, parameters=names)
+    table.to_csv(path)
+    return round(stan.seconds, 1), {
+        "stan_max_rhat": round(stan.max_rhat, 4),
+        "global_mean_diff_in_stan_sd": table["mean_diff_in_sd"].round(3).to_dict(),
+        "global_sd_ratio": table["sd_ratio"].round(3).to_dict(),
+        "global_overlap_95": table["overlap_95"].round(3).to_dict(),
+        "c2st_global": round(c2st(amortized[names].to_numpy(), stan.draws[names].to_numpy(), max_samples=4000), 3),
+    }
+
+
+def _simulated_like(model, df):
+    """One data set from the model's prior predictive with ``df``'s groups and trial counts (seeded)."""
+    import numpy as np
+    import pandas as pd
+
+    sizes = df.groupby("id", observed=True).size()
+    batch = model.simulate(1, torch.Generator().manual_seed(7), n_groups=len(sizes), n_obs=int(sizes.max()))
+    x, mask = batch["x"][0].numpy(), batch["mask"][0].numpy() > 0
+    rows = [(j, *x[j, i]) for j in range(x.shape[0]) for i in np.flatnonzero(mask[j])]
+    return pd.DataFrame(rows, columns=["id", "rt", "choice"])
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--local-flow", default=None, choices=["spline", "affine"], help="local flow kind (default: the package's)")
     p.add_argument("--local-layers", type=int, default=None, help="local flow coupling layers (default: the package's)")
+    p.add_argument("--local-hidden", type=int, default=None, help="local flow hidden width (default: the package's)")
     p.add_argument("--no-stan", action="store_true")
     p.add_argument("--out", default="benchmark-multilevel")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (resume=True if it exists)")
@@ -44,7 +45,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = HierarchicalLinear()
     local = MultilevelSettings().local_flow
-    local = dataclasses.replace(local, kind=args.local_flow or local.kind, layers=args.local_layers or local.layers)
+    local = dataclasses.replace(local, kind=args.local_flow or local.kind, layers=args.local_layers or local.layers,
+                                hidden=args.local_hidden or local.hidden)
     amortizer = MultilevelAmortizer(model, MultilevelSettings(local_flow=local))
     settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations,
                              batch_size=args.batch_size, learning_rate=args.lr)

@@ -28,7 +28,7 @@ import torch
 from amortbayes._version import __version__
 
 FORMAT = "amortbayes-amortizer"
-FORMAT_VERSION = 3  # 2: DeepSet summaries gained exact statistics; 3: multilevel global flow sees pooled SDs
+FORMAT_VERSION = 4  # 2: DeepSet exact statistics; 3: multilevel pooled SDs; 4: the data range seen in training
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
 

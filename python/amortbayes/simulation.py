@@ -200,6 +200,9 @@ class MultilevelModel(abc.ABC):
     :meth:`log_likelihood`.  :meth:`simulate` draws ``J`` per data set and ``N_j`` per group
     uniformly from their ranges (so one batch mixes sizes), simulates at the maxima and
     masks the rest: ``theta_local`` of padded groups and ``x`` of padded rows are zero.
+    A fraction ``balanced_designs`` of the data sets give every group the same ``N_j``
+    (balanced designs, as most experiments have); models whose covariates depend on the
+    group sizes read them from ``simulate_data``'s ``sizes``.
     """
 
     name: str = "multilevel"
@@ -210,6 +213,7 @@ class MultilevelModel(abc.ABC):
     n_obs: tuple[int, int] = (1, 1)
     parameter_support: tuple[str, ...] = ()
     local_parameter_support: tuple[str, ...] = ()
+    balanced_designs: float = 0.0
 
     @abc.abstractmethod
     def sample_global(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -228,8 +232,12 @@ class MultilevelModel(abc.ABC):
         theta_local: torch.Tensor,
         n_obs: int,
         generator: torch.Generator | None = None,
+        sizes: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``(B, J, n_obs, F)`` observations; rows of a time series are in time order."""
+        """``(B, J, n_obs, F)`` observations; rows of a time series are in time order.
+
+        ``sizes (B, J)`` are the group sizes ``N_j`` (rows past them are masked out).
+        """
 
     def local_log_prior(self, theta_global: torch.Tensor, theta_local: torch.Tensor) -> torch.Tensor:
         """``log p(theta_j | tau)``, shape ``theta_local.shape[:-1]``."""
@@ -263,10 +271,14 @@ class MultilevelModel(abc.ABC):
         groups = torch.randint(jlo, jhi + 1, (batch_size,), generator=generator)
         j_max = int(groups.max())
         group_mask = (torch.arange(j_max)[None, :] < groups[:, None]).float()
-        sizes = torch.randint(nlo, nhi + 1, (batch_size, j_max), generator=generator) * group_mask.long()
+        sizes = torch.randint(nlo, nhi + 1, (batch_size, j_max), generator=generator)
+        if self.balanced_designs > 0:  # (only then: other models' random streams stay as they were)
+            balanced = torch.rand(batch_size, generator=generator) < self.balanced_designs
+            sizes = torch.where(balanced[:, None], sizes[:, :1].expand_as(sizes), sizes)
+        sizes = sizes * group_mask.long()
         n_max = int(sizes.max())
         theta_l = self.sample_local(theta_g, j_max, generator).float()
-        x = self.simulate_data(theta_g, theta_l, n_max, generator).float()
+        x = self.simulate_data(theta_g, theta_l, n_max, generator, sizes=sizes).float()
         mask = (torch.arange(n_max)[None, None, :] < sizes[..., None]).float()
         return {
             "theta_global": theta_g,

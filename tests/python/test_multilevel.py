@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -186,3 +188,50 @@ def test_multilevel_round_trip(tmp_path):
     np.testing.assert_array_equal(a1.local_draws, a2.local_draws)
     with pytest.raises(ValueError, match="not for 'hierarchical_gaussian'"):
         load(tmp_path, model=HierarchicalGaussian())
+
+
+def test_balanced_designs_share_evenly_spaced_covariates():
+    b = HierarchicalLinear().simulate(400, torch.Generator().manual_seed(2))
+    n, real = b["mask"].sum(-1), b["group_mask"] > 0
+    balanced = ((n == n.amax(1, keepdim=True)) | ~real).all(1)
+    assert 0.4 < balanced.float().mean().item() < 0.6
+    for i in balanced.nonzero()[:, 0][:25].tolist():
+        size = int(n[i].max())
+        grid = torch.linspace(0.0, 9.0, size) if size > 1 else b["x"][i, 0, :1, 0]
+        for j in range(int(real[i].sum())):
+            torch.testing.assert_close(b["x"][i, j, :size, 0], grid)
+    # without balanced designs every row's covariate is drawn: no two groups share their design
+    u = HierarchicalLinear(balanced_designs=0.0).simulate(50, torch.Generator().manual_seed(2))
+    assert (u["x"][:, 0, :2, 0] != u["x"][:, 1, :2, 0]).all()
+    with pytest.raises(ValueError, match="balanced_designs"):
+        HierarchicalLinear(balanced_designs=1.5)
+
+
+def test_prior_data_conflict_warns_and_names_the_statistic(tmp_path):
+    """speed_acc under the diffusion model's priors: 95.6 % correct responses, which the prior predictive never gives.
+
+    sleepstudy under the hierarchical linear model is inside the simulated range, and the
+    range travels with a saved amortizer.
+    """
+    from amortbayes.data import load_sleepstudy, load_speed_acc
+    from amortbayes.models import HierarchicalDDM
+
+    ddm = HierarchicalDDM()
+    amortizer = MultilevelAmortizer(ddm, SMALL)
+    amortizer.adapt(ddm.simulate(512, torch.Generator().manual_seed(0)))
+    trials = load_speed_acc().assign(choice=lambda d: d["correct"].astype(float))
+    with pytest.warns(UserWarning, match=r"outside the range of the 512 simulations.*mean of 'choice' = 0.9559 .*SD of 'choice' = 0.2054"):
+        amortizer.sample_draws(trials, 5, group="id", columns={"rt": "rt", "choice": "choice"})
+
+    model = HierarchicalLinear()
+    amortizer = MultilevelAmortizer(model, SMALL)
+    amortizer.adapt(model.simulate(1024, torch.Generator().manual_seed(0)))
+    save(amortizer, tmp_path)
+    loaded = load(tmp_path, model=model)
+    kw = {"group": "Subject", "columns": {"x": "Days", "y": "Reaction"}}
+    sleep = load_sleepstudy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded.sample_draws(sleep, 5, **kw)
+    with pytest.warns(UserWarning, match=r"mean of 'y' = 5299 \(simulations: \d+"):
+        loaded.sample_draws(sleep.assign(Reaction=sleep["Reaction"] + 5000), 5, **kw)

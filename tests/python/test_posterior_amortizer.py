@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -146,3 +148,17 @@ def test_ragged_batch_gives_the_same_posterior_as_one_at_a_time(trained_gaussian
 def test_bad_input_raises_a_clear_error(untrained_gaussian, call, message):
     with pytest.raises(ValueError, match=message):
         call(untrained_gaussian)
+
+
+def test_data_unlike_the_training_simulations_warns_and_names_the_statistic(trained_gaussian, gaussian_model):
+    """Data the prior predictive never produces (here: 40 prior SDs away) get a warning naming the statistic."""
+    amortizer, _ = trained_gaussian
+    _, data = _held_out(gaussian_model, 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # simulations from the model are inside the range
+        amortizer.sample(data, 10)
+    far = data["x"][0][data["mask"][0] > 0].numpy() + 40.0
+    with pytest.warns(UserWarning, match=r"data set\(s\) \[0\] lie outside the range of the \d+ simulations.*: mean of 'y1' = "):
+        amortizer.sample(far, 10)
+    with pytest.warns(UserWarning, match="outside the range"):
+        amortizer.log_prob(np.zeros((1, 2)), far)

@@ -46,6 +46,7 @@ from amortbayes.networks import (
     DeepSet,
     FlowSettings,
     ParameterMap,
+    DataRange,
     Standardizer,
     build_flow,
     build_summary,
@@ -165,6 +166,7 @@ class MultilevelAmortizer(nn.Module):
             self.global_map = ParameterMap(tuple(info.parameter_support) or n_glob)
             self.local_map = ParameterMap(tuple(info.local_parameter_support) or n_loc)
             self.x_std = Standardizer(n_feat)
+            self.data_range = DataRange(tuple(info.data_names), grouped=True)
             self.group_summary = build_summary(s.group_summary, n_feat, s.group_summary_dim, s.hidden)
             # a group's embedding carries its exact statistics (when the group summary has them),
             # and the data-set summary pools their exact cross-group second moments (between-group
@@ -189,6 +191,7 @@ class MultilevelAmortizer(nn.Module):
         self.global_map.fit(batch["theta_global"])
         self.local_map.fit(batch["theta_local"], batch["group_mask"])
         self.x_std.fit(batch["x"], batch["mask"])
+        self.data_range.fit(batch["x"], batch["mask"])
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor, group_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Group embeddings ``(B, J, S_l)`` and data-set summaries ``(B, S_g)`` (embedding + pooled SDs)."""
@@ -228,6 +231,7 @@ class MultilevelAmortizer(nn.Module):
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"number of draws must be a positive integer, got {n!r}")
         d = data if isinstance(data, MultilevelData) else self.prepare(data, **kwargs)
+        self.data_range.check(d.x, d.mask)
         dev = module_device(self)
         gen = make_generator(seed)
         with inference_mode(self):
@@ -283,6 +287,7 @@ class MultilevelAmortizer(nn.Module):
         j = int(d.group_mask.sum())
         if j < 2:
             raise ValueError("leave-one-group-out needs at least two groups")
+        self.data_range.check(d.x, d.mask)
         dev = module_device(self)
         gen = make_generator(seed)
         with inference_mode(self):

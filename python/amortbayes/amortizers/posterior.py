@@ -39,7 +39,7 @@ from amortbayes.amortizers.base import (
     summarize_draws,
     theta_from_user,
 )
-from amortbayes.networks import FlowSettings, ParameterMap, Standardizer, build_flow, build_summary, sample_flow
+from amortbayes.networks import DataRange, FlowSettings, ParameterMap, Standardizer, build_flow, build_summary, sample_flow
 from amortbayes.networks.standardize import soft_bound
 from amortbayes.networks.summary import n_statistics, with_statistics
 from amortbayes.simulation import Batch, ModelInfo, Simulator, prepare_observed
@@ -105,6 +105,7 @@ class PosteriorAmortizer(nn.Module):
             torch.manual_seed(s.seed)
             self.theta_map = ParameterMap(tuple(info.parameter_support) or n_par)
             self.x_std = Standardizer(n_feat)
+            self.data_range = DataRange(tuple(info.data_names))
             # a DeepSet's exact set statistics go to the flow beside the learned summary, except
             # for models of single observations, which have no spread, slopes or correlations
             # (measured on two moons: C2ST 0.62 without them, 0.65-0.67 with them)
@@ -118,6 +119,7 @@ class PosteriorAmortizer(nn.Module):
         """Learn the standardization of parameters and data from simulations."""
         self.theta_map.fit(batch["theta_global"])
         self.x_std.fit(batch["x"], batch["mask"])
+        self.data_range.fit(batch["x"], batch["mask"])
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Flow context of padded data ``x (B, N, F)``: learned summary (and a DeepSet's exact statistics)."""
@@ -168,6 +170,7 @@ class PosteriorAmortizer(nn.Module):
         th = torch.from_numpy(theta_from_user(theta, self.info.parameter_names))
         self.theta_map.check_support(th, self.info.parameter_names)
         x, mask, single = prepare_observed(data, self.info)
+        self.data_range.check(x, mask)
         dev = module_device(self)
         with inference_mode(self):
             context = self.embed(x.to(dev), mask.to(dev))
@@ -182,6 +185,7 @@ class PosteriorAmortizer(nn.Module):
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"number of draws must be a positive integer, got {n!r}")
         x, mask, single = prepare_observed(data, self.info)
+        self.data_range.check(x, mask)
         dev = module_device(self)
         with inference_mode(self):
             context = self.embed(x.to(dev), mask.to(dev))

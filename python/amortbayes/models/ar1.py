@@ -113,7 +113,7 @@ class AR1Multilevel(MultilevelModel):
         z = torch.randn(*theta_global.shape[:-1], n_groups, 5, generator=generator)
         return theta_global[..., None, 0::2] + theta_global[..., None, 1::2] * z
 
-    def simulate_data(self, theta_global, theta_local, n_obs, generator=None) -> torch.Tensor:
+    def simulate_data(self, theta_global, theta_local, n_obs, generator=None, sizes=None) -> torch.Tensor:
         b, j = theta_local.shape[:2]
         lo, hi = self.covariate_persistence
         rho = lo + (hi - lo) * torch.rand(b, j, 2, generator=generator)

@@ -111,7 +111,7 @@ class HierarchicalDDM(MultilevelModel):
         # padded groups carry zeros; keep their (masked-out) parameters valid
         return v, a, beta.clamp(1e-6, 1 - 1e-6), tau
 
-    def simulate_data(self, theta_global, theta_local, n_obs, generator=None) -> torch.Tensor:
+    def simulate_data(self, theta_global, theta_local, n_obs, generator=None, sizes=None) -> torch.Tensor:
         v, a, beta, tau = (p[..., None].expand(*p.shape, n_obs) for p in self._trial_parameters(theta_global, theta_local))
         rt, choice = simulate_diffusion(v.double(), a.double(), beta.double(), tau.double(), generator=generator)
         return torch.stack([rt, choice], dim=-1).float()

@@ -56,7 +56,7 @@ class HierarchicalGaussian(MultilevelModel):
         z = torch.randn(*theta_global.shape[:-1], n_groups, 1, generator=generator)
         return theta_global[..., None, :] + self.tau * z
 
-    def simulate_data(self, theta_global, theta_local, n_obs, generator=None):
+    def simulate_data(self, theta_global, theta_local, n_obs, generator=None, sizes=None):
         b, j = theta_local.shape[:2]
         noise = torch.randn(b, j, n_obs, 1, generator=generator)
         return theta_local[:, :, None, :] + self.sigma * noise

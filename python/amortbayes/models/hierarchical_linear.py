@@ -10,8 +10,12 @@ brms: ``y ~ x + (x | group)``.  For group ``j`` and observation ``i``:
 
 The default prior scales suit ``sleepstudy`` (reaction times in ms against days of sleep
 deprivation) and are the same data passed to ``stan/hierarchical_linear.stan``.  The
-covariate is simulated uniformly on ``x_range`` so the amortizer covers designs like
-``Days = 0..9``; global parameters are the fixed effects, the group-level SDs, the
+covariate comes from one of two designs.  A data set whose groups all have the same size
+``N`` (a fraction ``balanced_designs`` of them, and the rare others drawn so) has the same
+evenly spaced covariate values ``x_range[0] .. x_range[1]`` in every group (``Days = 0..9``
+of sleepstudy); in the others it is drawn uniformly on ``x_range`` for every row.  Without the balanced designs, data like
+sleepstudy's (identical covariates in every group) lay outside everything the amortizer
+was trained on.  Global parameters are the fixed effects, the group-level SDs, the
 correlation and sigma; local parameters are the group offsets ``r_Intercept``, ``r_x``.
 """
 
@@ -50,6 +54,7 @@ class HierarchicalLinear(MultilevelModel):
     x_range: tuple[float, float] = (0.0, 9.0)
     n_groups: tuple[int, int] = (4, 40)
     n_obs: tuple[int, int] = (2, 20)
+    balanced_designs: float = 0.5
 
     name = "hierarchical_linear"
     parameter_names = ("b_Intercept", "b_x", "sd_Intercept", "sd_x", "cor_Intercept_x", "sigma")
@@ -61,6 +66,8 @@ class HierarchicalLinear(MultilevelModel):
     def __post_init__(self) -> None:
         for f in ("x_range", "n_groups", "n_obs"):
             object.__setattr__(self, f, tuple(getattr(self, f)))
+        if not 0.0 <= self.balanced_designs <= 1.0:
+            raise ValueError(f"balanced_designs is a fraction in [0, 1], got {self.balanced_designs}")
         if self.lkj_eta <= 0 or min(self.b_intercept_scale, self.b_x_scale, self.sd_intercept_scale,
                                     self.sd_x_scale, self.sigma_scale) <= 0:
             raise ValueError("HierarchicalLinear needs positive prior scales and lkj_eta > 0")
@@ -105,10 +112,16 @@ class HierarchicalLinear(MultilevelModel):
         b1 = theta_global[..., None, None, 1] + theta_local[..., :, None, 1]
         return b0 + b1 * x
 
-    def simulate_data(self, theta_global, theta_local, n_obs, generator=None) -> torch.Tensor:
+    def simulate_data(self, theta_global, theta_local, n_obs, generator=None, sizes=None) -> torch.Tensor:
         b, j = theta_local.shape[:2]
         lo, hi = self.x_range
         x = lo + (hi - lo) * torch.rand(b, j, n_obs, generator=generator)
+        if sizes is not None and self.balanced_designs > 0:
+            # balanced data sets (all groups of one size N): the evenly spaced design lo..hi
+            n = sizes.amax(1)
+            balanced = ((sizes == n[:, None]) | (sizes == 0)).all(1) & (n > 1)  # padded groups have size 0
+            grid = lo + (hi - lo) * torch.arange(n_obs) / (n[:, None] - 1).clamp_min(1)  # (B, n_obs)
+            x = torch.where(balanced[:, None, None], grid[:, None, :].expand(b, j, n_obs), x)
         sigma = theta_global[:, None, None, 5]
         y = self._mean(theta_global, theta_local, x) + sigma * torch.randn(b, j, n_obs, generator=generator)
         return torch.stack([x, y], dim=-1)

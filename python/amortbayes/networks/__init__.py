@@ -1,10 +1,11 @@
 """Summary networks (DeepSet, SetTransformer, recurrent), nflows inference flows, standardization."""
 
 from amortbayes.networks.flows import FlowSettings, build_flow, sample_flow
-from amortbayes.networks.standardize import ParameterMap, Standardizer
+from amortbayes.networks.standardize import DataRange, ParameterMap, Standardizer
 from amortbayes.networks.summary import DeepSet, RecurrentSummary, SetTransformer, build_summary
 
 __all__ = [
+    "DataRange",
     "DeepSet",
     "FlowSettings",
     "ParameterMap",

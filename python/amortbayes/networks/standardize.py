@@ -9,6 +9,8 @@ densities so that ``log_prob`` is on the original scale.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -146,3 +148,91 @@ class ParameterMap(nn.Module):
         if bad.any():
             cols = sorted({names[i] for i in torch.nonzero(bad)[:, -1].tolist()})
             raise ValueError(f"parameter value(s) outside the support of {cols}")
+
+
+class DataRange(nn.Module):
+    """The range of simple data statistics over the simulations an amortizer was adapted on.
+
+    The statistics of a data set, in the data's own units, are for each observed column its
+    mean and SD over all observed rows and, for grouped data, the SD of the group means
+    across groups.  :meth:`fit` stores their minimum and maximum over the adaptation
+    simulations (draws from the prior predictive); :meth:`check` warns, naming the
+    statistic, when a data set lies beyond that range by more than ``margin`` of its width.
+    An amortizer has never seen such data (e.g. a prior-data conflict), so its posterior
+    there is an extrapolation that no amount of training fixes.  It is a coarse guard: data
+    can be atypical in ways these statistics do not show.
+
+    Example:
+        >>> r = DataRange(("y",))
+        >>> r.fit(torch.randn(100, 20, 1), torch.ones(100, 20))
+        >>> r.names
+        ["mean of 'y'", "SD of 'y'"]
+        >>> r.outside(torch.full((1, 20, 1), 50.0), torch.ones(1, 20))  # (data set, statistic, value)
+        [(0, 0, 50.0), (0, 1, 0.0)]
+    """
+
+    def __init__(self, data_names: tuple[str, ...], grouped: bool = False, margin: float = 0.1):
+        super().__init__()
+        self.names = [f"mean of {n!r}" for n in data_names] + [f"SD of {n!r}" for n in data_names]
+        if grouped:
+            self.names += [f"between-group SD of the group means of {n!r}" for n in data_names]
+        self.grouped, self.margin = grouped, margin
+        self.register_buffer("low", torch.full((len(self.names),), -float("inf")))
+        self.register_buffer("high", torch.full((len(self.names),), float("inf")))
+        self.register_buffer("simulations", torch.tensor(0))
+
+    def statistics(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``(B, S)`` statistics of padded data: ``x (B, N, F)`` (or ``(B, J, N, F)`` if grouped), masks as ``x[..., 0]``."""
+        x, m = x.double(), mask.double().unsqueeze(-1)
+        rows = tuple(range(1, x.dim() - 1))  # every axis but the data set's and the feature's
+        n = m.sum(rows).clamp_min(1.0)
+        mean = (x * m).sum(rows) / n
+        centred = (x - mean.view(mean.shape[0], *([1] * len(rows)), -1)) * m
+        sd = ((centred * centred).sum(rows) / n).sqrt()
+        parts = [mean, sd]
+        if self.grouped:
+            n_j = m.sum(-2)  # (B, J, 1)
+            has = (n_j > 0).double()
+            means = (x * m).sum(-2) / n_j.clamp_min(1.0)
+            n_groups = has.sum(1).clamp_min(1.0)
+            centre = (means * has).sum(1) / n_groups
+            parts.append(((((means - centre[:, None]) * has) ** 2).sum(1) / n_groups).sqrt())
+        return torch.cat(parts, dim=-1)
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor, mask: torch.Tensor) -> None:
+        stats = self.statistics(x, mask)
+        self.low.copy_(stats.amin(0).float())
+        self.high.copy_(stats.amax(0).float())
+        self.simulations.fill_(stats.shape[0])
+
+    @torch.no_grad()
+    def outside(self, x: torch.Tensor, mask: torch.Tensor) -> list[tuple[int, int, float]]:
+        """``(data set, statistic, value)`` of every statistic outside the widened training range."""
+        if int(self.simulations) == 0:
+            return []
+        stats = self.statistics(x, mask).cpu()
+        low, high = self.low.double().cpu(), self.high.double().cpu()
+        pad = self.margin * (high - low)
+        bad = (stats < low - pad) | (stats > high + pad)
+        return [(b, k, float(stats[b, k])) for b, k in bad.nonzero().tolist()]
+
+    def check(self, x: torch.Tensor, mask: torch.Tensor) -> None:
+        """Warn (``UserWarning``) if any data set lies outside the range seen in training."""
+        found = self.outside(x, mask)
+        if not found:
+            return
+        sets = sorted({b for b, _, _ in found})
+        first = [
+            f"{self.names[k]} = {v:.4g} (simulations: {float(self.low[k]):.4g} to {float(self.high[k]):.4g})"
+            for b, k, v in found
+            if b == sets[0]
+        ]
+        warnings.warn(
+            f"data set(s) {sets[:5]}{' ...' if len(sets) > 5 else ''} lie outside the range of the "
+            f"{int(self.simulations)} simulations the amortizer was adapted on: {'; '.join(first)}"
+            f"{' (data set ' + str(sets[0]) + ')' if len(sets) > 1 else ''}. The model's prior predictive "
+            "(almost) never produces such data, so the posterior there is an extrapolation: check the "
+            "data's units and coding, or widen the prior and retrain.",
+            stacklevel=3,
+        )

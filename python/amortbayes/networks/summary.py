@@ -181,7 +181,7 @@ class DeepSet(nn.Module):
         residual SDs: the pooled estimate a Gaussian likelihood uses (e.g. of ``sigma`` in a
         multilevel regression), which averages of the sets' *log* SDs only approximate, and
         badly when the sets' spreads differ (measured on sleepstudy: per-subject residual
-        SDs 8.9-60.9, geometric mean 19.5, pooled 25.6 as in Stan's and lme4's sigma).
+        SDs 8.9-60.9, geometric mean 17.5, pooled 25.6 as in Stan's and lme4's sigma).
         """
         if not self.scale_free:
             raise ValueError("pooled_statistics() needs a DeepSet built with interactions and scale_free")
