@@ -220,7 +220,7 @@ def test_prior_data_conflict_warns_and_names_the_statistic(tmp_path):
     amortizer = MultilevelAmortizer(ddm, SMALL)
     amortizer.adapt(ddm.simulate(512, torch.Generator().manual_seed(0)))
     trials = load_speed_acc().assign(choice=lambda d: d["correct"].astype(float))
-    with pytest.warns(UserWarning, match=r"outside the range of the 512 simulations.*mean of 'choice' = 0.9559 .*SD of 'choice' = 0.2054"):
+    with pytest.warns(UserWarning, match=r"outside the range of the 512 prior-predictive simulations.*mean of 'choice' = 0.9559 .*SD of 'choice' = 0.2054"):
         amortizer.sample_draws(trials, 5, group="id", columns={"rt": "rt", "choice": "choice"})
 
     model = HierarchicalLinear()

@@ -158,7 +158,7 @@ def test_data_unlike_the_training_simulations_warns_and_names_the_statistic(trai
         warnings.simplefilter("error")  # simulations from the model are inside the range
         amortizer.sample(data, 10)
     far = data["x"][0][data["mask"][0] > 0].numpy() + 40.0
-    with pytest.warns(UserWarning, match=r"data set\(s\) \[0\] lie outside the range of the \d+ simulations.*: mean of 'y1' = "):
+    with pytest.warns(UserWarning, match=r"data set\(s\) \[0\] lie outside the range of the \d+ prior-predictive simulations.*: mean of 'y1' = "):
         amortizer.sample(far, 10)
     with pytest.warns(UserWarning, match="outside the range"):
         amortizer.log_prob(np.zeros((1, 2)), far)

@@ -138,13 +138,13 @@ def test_data_set_size_outside_training_range_warns():
 
 
 def test_set_statistics_match_least_squares_and_ignore_padding():
-    """DeepSet.statistics: log SDs, correlation, residual SDs and slopes as numpy's least squares gives them."""
+    """DeepSet.statistics: log SDs, correlation, residual SDs, slopes and intercepts as numpy's least squares gives them."""
     gen = torch.Generator().manual_seed(3)
     x = torch.rand(12, generator=gen) * 3
     y = 0.5 - 1.5 * x + 0.3 * torch.randn(12, generator=gen)
     rows = torch.stack([x, y], -1)
     net = DeepSet(2, 4, hidden=8)
-    assert net.n_statistics == 2 + 7 + 1
+    assert net.n_statistics == 2 + 9 + 1
     padded = torch.cat([rows, torch.full((5, 2), 50.0)])
     mask = torch.cat([torch.ones(12), torch.zeros(5)])
     stats = net.statistics(padded[None], mask[None])[0].double()
@@ -157,7 +157,8 @@ def test_set_statistics_match_least_squares_and_ignore_padding():
     np.testing.assert_allclose(stats[6].numpy(), np.log(resid_sd), atol=6e-3)  # log SD of y given x (ridge)
     # slopes are soft-bounded: 20 tanh(b / 20)
     np.testing.assert_allclose(stats[8].numpy(), 20 * np.tanh(slope / 20), atol=2e-3)
-    np.testing.assert_allclose(stats[9].numpy(), np.log(12))
+    np.testing.assert_allclose(stats[10].numpy(), 20 * np.tanh(intercept / 20), atol=2e-3)
+    np.testing.assert_allclose(stats[11].numpy(), np.log(12))
     # a set of one row stays finite (ridge), and sets without scale-free statistics refuse
     assert torch.isfinite(net.statistics(rows[None, :1], torch.ones(1, 1))).all()
     # a second-level DeepSet can pool exact second moments of its last inputs; padding stays invisible

@@ -43,10 +43,10 @@ from torch import nn
 
 from amortbayes.amortizers.base import inference_mode, make_generator, module_device, summarize_draws
 from amortbayes.networks import (
+    DataRange,
     DeepSet,
     FlowSettings,
     ParameterMap,
-    DataRange,
     Standardizer,
     build_flow,
     build_summary,

@@ -39,7 +39,15 @@ from amortbayes.amortizers.base import (
     summarize_draws,
     theta_from_user,
 )
-from amortbayes.networks import DataRange, FlowSettings, ParameterMap, Standardizer, build_flow, build_summary, sample_flow
+from amortbayes.networks import (
+    DataRange,
+    FlowSettings,
+    ParameterMap,
+    Standardizer,
+    build_flow,
+    build_summary,
+    sample_flow,
+)
 from amortbayes.networks.standardize import soft_bound
 from amortbayes.networks.summary import n_statistics, with_statistics
 from amortbayes.simulation import Batch, ModelInfo, Simulator, prepare_observed

@@ -52,11 +52,11 @@ SCALE_FREE_RIDGE = 1e-4  # added to within-set variances (standardized units): s
 
 def n_scale_free(features: int) -> int:
     """Number of :func:`scale_free_statistics` of ``features`` features."""
-    return 2 * features + 3 * (features * (features - 1) // 2)
+    return 3 * features + 3 * (features * (features - 1) // 2)
 
 
 def scale_free_statistics(mean: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Log SDs, correlations, log residual SDs and least-squares slopes of a set from its first two moments.
+    """Log SDs, correlations, log residual SDs, least-squares slopes and intercepts of a set from its first two moments.
 
     ``mean (..., F)`` holds ``E[x_k]`` and ``second (..., F(F+1)/2)`` holds ``E[x_k x_l]``
     (``k <= l``, the order of :func:`pairwise_products`).  With the within-set covariance
@@ -65,13 +65,16 @@ def scale_free_statistics(mean: torch.Tensor, second: torch.Tensor) -> torch.Ten
     log residual SD of feature ``k`` regressed on the others (for a regression of ``y``
     on ``x`` within a group, the log of the residual SD that estimates ``sigma``), and the
     coefficients ``-(C^-1)_kl / (C^-1)_kk`` (``k != l``) of those regressions, the
-    least-squares slopes, soft-bounded to ``(-20, 20)``.
+    least-squares slopes, and their intercepts ``mean_k - sum_l coef_kl mean_l``, both
+    soft-bounded to ``(-20, 20)``.  A data-set summary of groups needs the intercepts: the
+    between-group covariance of intercepts and slopes involves ``E[b_j^2 xbar_j]``, which no
+    second moment of the groups' means and slopes gives.
 
     Example:
         >>> x = torch.tensor([[0.0, 1.0], [1.0, 3.0], [2.0, 5.0], [3.0, 7.5]])
         >>> stats = scale_free_statistics(x.mean(0), pairwise_products(x)[:, 2:].mean(0))
-        >>> stats.shape, round(stats[2].item(), 3)  # log sd x, y; cor; log sd x|y, y|x; slopes x~y, y~x
-        (torch.Size([7]), 0.998)
+        >>> stats.shape, round(stats[2].item(), 3)  # log sd x, y; cor; log sd x|y, y|x; slopes, intercepts x~y, y~x
+        (torch.Size([9]), 0.998)
         >>> round(stats[6].item(), 2)  # least-squares slope of y on x, 2.15, soft-bounded
         2.14
     """
@@ -90,7 +93,9 @@ def scale_free_statistics(mean: torch.Tensor, second: torch.Tensor) -> torch.Ten
     precision = torch.diagonal(inv, dim1=-2, dim2=-1).clamp_min(1e-12)
     off = ~torch.eye(f, dtype=torch.bool, device=mean.device)
     slopes = (-inv / precision[..., :, None])[..., off]  # row k: coefficients of regressing k on the rest
-    return torch.cat([0.5 * var.log(), cor, -0.5 * precision.log(), soft_bound(slopes)], dim=-1)
+    # intercept of regressing k on the rest: mean_k - sum_l coef_kl mean_l = (C^-1 mean)_k / (C^-1)_kk
+    intercepts = (inv @ mean.unsqueeze(-1)).squeeze(-1) / precision
+    return torch.cat([0.5 * var.log(), cor, -0.5 * precision.log(), soft_bound(slopes), soft_bound(intercepts)], dim=-1)
 
 
 class DeepSet(nn.Module):
