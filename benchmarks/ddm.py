@@ -69,9 +69,7 @@ def main() -> None:
         entry = {
             # data the prior predictive never produced (see DataRange): the amortizer extrapolates there
             "outside_training_range": [
-                f"{amortizer.data_range.names[k]} = {v:.4g} (simulations: {float(amortizer.data_range.low[k]):.4g}"
-                f" to {float(amortizer.data_range.high[k]):.4g})"
-                for _, k, v in amortizer.data_range.outside(data.x, data.mask)
+                amortizer.data_range.describe(k, v) for _, k, v in amortizer.data_range.outside(data.x, data.mask)
             ],
             "train_seconds": round(train_s, 1),
             "train_simulations": settings.epochs * settings.iterations_per_epoch * settings.batch_size,

@@ -13,9 +13,9 @@ deprivation) and are the same data passed to ``stan/hierarchical_linear.stan``. 
 covariate comes from one of two designs.  A data set whose groups all have the same size
 ``N`` (a fraction ``balanced_designs`` of them, and the rare others drawn so) has the same
 evenly spaced covariate values ``x_range[0] .. x_range[1]`` in every group (``Days = 0..9``
-of sleepstudy); in the others it is drawn uniformly on ``x_range`` for every row.  Without the balanced designs, data like
-sleepstudy's (identical covariates in every group) lay outside everything the amortizer
-was trained on.  Global parameters are the fixed effects, the group-level SDs, the
+of sleepstudy); in the others it is drawn uniformly on ``x_range`` for every row.  Without
+the balanced designs, data like sleepstudy's (identical covariates in every group) lay
+outside everything the amortizer was trained on.  Global parameters are the fixed effects, the group-level SDs, the
 correlation and sigma; local parameters are the group offsets ``r_Intercept``, ``r_x``.
 """
 

@@ -219,17 +219,17 @@ class DataRange(nn.Module):
         bad = (stats < low - pad) | (stats > high + pad)
         return [(b, k, float(stats[b, k])) for b, k in bad.nonzero().tolist()]
 
+    def describe(self, k: int, value: float) -> str:
+        """``"mean of 'y' = 5299 (simulations: 112 to 593)"``: statistic ``k`` at ``value`` against its range."""
+        return f"{self.names[k]} = {value:.4g} (simulations: {float(self.low[k]):.4g} to {float(self.high[k]):.4g})"
+
     def check(self, x: torch.Tensor, mask: torch.Tensor) -> None:
         """Warn (``UserWarning``) if any data set lies outside the range seen in training."""
         found = self.outside(x, mask)
         if not found:
             return
         sets = sorted({b for b, _, _ in found})
-        first = [
-            f"{self.names[k]} = {v:.4g} (simulations: {float(self.low[k]):.4g} to {float(self.high[k]):.4g})"
-            for b, k, v in found
-            if b == sets[0]
-        ]
+        first = [self.describe(k, v) for b, k, v in found if b == sets[0]]
         warnings.warn(
             f"data set(s) {sets[:5]}{' ...' if len(sets) > 5 else ''} lie outside the range of the "
             f"{int(self.simulations)} prior-predictive simulations the amortizer was adapted on: {'; '.join(first)}"
