@@ -28,7 +28,7 @@ import torch
 from amortbayes._version import __version__
 
 FORMAT = "amortbayes-amortizer"
-FORMAT_VERSION = 4  # 2: DeepSet exact statistics; 3: multilevel pooled SDs; 4: the data range seen in training
+FORMAT_VERSION = 5  # 2: DeepSet exact statistics; 3: multilevel pooled SDs; 4: the data range seen in training; 5: between-group SDs and correlations
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.pt"
 

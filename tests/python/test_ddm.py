@@ -56,7 +56,8 @@ def test_stan_data_for_speed_acc():
 def test_heavy_tailed_data_keep_summaries_and_densities_finite():
     z = torch.tensor([0.0, 1.0, 3.0, 128.0])
     bounded = soft_bound(z)
-    assert (bounded[1:3] / z[1:3] - 1).abs().max() < 0.008 and bounded[0] == 0 and bounded[3] < 20.0
+    assert torch.equal(bounded[:3], z[:3]) and 4.0 < bounded[3] < 20.0  # the bulk untouched, the tail bounded
+    assert torch.all(torch.diff(soft_bound(torch.linspace(-50, 50, 1001))) > 0)  # monotone across the joint
     model = HierarchicalDDM(n_groups=(3, 4), n_obs=(5, 8))
     amortizer = MultilevelAmortizer(model)
     batch = model.simulate(8, torch.Generator().manual_seed(3))
@@ -65,6 +66,6 @@ def test_heavy_tailed_data_keep_summaries_and_densities_finite():
     assert torch.isfinite(amortizer.loss(batch))
     flow = build_flow(2, 3, FlowSettings(layers=1, hidden=8))
     with torch.no_grad():
-        flow._distribution._context_encoder[-2].bias.fill_(1e4)  # a runaway context encoder
+        flow._distribution._context_encoder[-2].linear.bias.fill_(1e4)  # a runaway context encoder
         means, log_stds = flow._distribution._compute_params(torch.zeros(1, 3))
     assert means.abs().max() <= 25.0 and log_stds.abs().max() <= 5.0

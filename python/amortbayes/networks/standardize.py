@@ -61,16 +61,28 @@ class Standardizer(nn.Module):
 SUPPORTS = ("real", "positive", "unit", "correlation")
 
 SOFT_BOUND = 20.0
+SOFT_BOUND_LINEAR = 4.0
 
 
-def soft_bound(z: torch.Tensor, bound: float = SOFT_BOUND) -> torch.Tensor:
-    """``bound * tanh(z / bound)``: monotone, nearly the identity for ``|z| <= 3`` (relative change z^2/1200 < 0.8 %).
+def soft_bound(z: torch.Tensor, bound: float = SOFT_BOUND, linear: float = SOFT_BOUND_LINEAR) -> torch.Tensor:
+    """The identity on ``|z| <= linear``, beyond it ``linear + (bound - linear) tanh((|z| - linear) / (bound - linear))``.
 
-    Summary networks take pairwise products of standardized data and of their moments; one
-    heavy-tailed observation (a 40 s response time is 128 SDs out) then reaches 1e8 and
-    overflows training.  Bounding first keeps every input finite and informative.
+    Monotone and smooth (slope 1 at the joint), bounded by ``+-bound``.  Summary networks
+    take pairwise products of standardized data and of their moments; one heavy-tailed
+    observation (a 40 s response time is 128 SDs out) then reaches 1e8 and overflows
+    training.  Bounding keeps every input finite and informative; leaving the bulk of the
+    data untouched keeps the exact statistics exact there (a plain ``bound * tanh(z / bound)``
+    shifts a value 1.5 SDs out by 0.2 %, a third of the precision sleepstudy's
+    ``b_Intercept`` needs).
+
+    Example:
+        >>> soft_bound(torch.tensor([1.0, -4.0, 100.0])).tolist()[:2], round(soft_bound(torch.tensor(100.0)).item(), 2)
+        ([1.0, -4.0], 20.0)
     """
-    return bound * torch.tanh(z / bound)
+    a = abs(z)
+    width = bound - linear
+    tail = torch.sign(z) * (linear + width * torch.tanh((a - linear).clamp_min(0.0) / width))
+    return torch.where(a <= linear, z, tail)
 
 
 def _check_supports(support: tuple[str, ...], n: int) -> tuple[str, ...]:
