@@ -12,7 +12,7 @@ Example:
     >>> from amortbayes.amortizers import PosteriorAmortizer
     >>> amortizer = PosteriorAmortizer(ConjugateGaussian())
     >>> folder = tempfile.mkdtemp()
-    >>> save(amortizer, folder)
+    >>> path = save(amortizer, folder)
     >>> type(load(folder, model=ConjugateGaussian())).__name__
     'PosteriorAmortizer'
 """

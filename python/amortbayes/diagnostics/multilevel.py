@@ -24,7 +24,7 @@ def pooling_factor(local_draws: np.ndarray, sd_draws: np.ndarray, mean_draws: np
 
     Example:
         >>> rng = np.random.default_rng(0)
-        >>> lam = pooling_factor(rng.normal(0, 0.5, (4000, 3)), np.ones(4000))
+        >>> lam = pooling_factor(rng.normal(0, 0.4, (4000, 3)), np.ones(4000))  # var 0.16 / sd^2 1
         >>> np.round(lam, 1).tolist()
         [0.2, 0.2, 0.2]
     """
