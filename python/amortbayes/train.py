@@ -47,6 +47,11 @@ class TrainSettings:
         validation_sims: size of the fixed validation set in online training.
         validation_fraction: held-out fraction in offline training.
         adapt_sims: simulations used to learn the standardization in online training.
+        ema_decay: the weights an amortizer ends with (and is validated with) are an
+            exponential moving average of the optimizer's iterates with this decay (0: the
+            last iterate).  Averaging removes the step-to-step noise of small batches that
+            the learning-rate decay leaves; it matters where posteriors are narrow against
+            the prior (sleepstudy's sigma: 0.1 posterior SD is 0.6 % of its prior scale).
     """
 
     epochs: int = 20
@@ -58,6 +63,7 @@ class TrainSettings:
     validation_sims: int = 256
     validation_fraction: float = 0.1
     adapt_sims: int = 1024
+    ema_decay: float = 0.999
 
     def __post_init__(self) -> None:
         for name in ("epochs", "iterations_per_epoch", "batch_size", "validation_sims", "adapt_sims"):
@@ -67,6 +73,8 @@ class TrainSettings:
             raise ValueError("TrainSettings.learning_rate must be positive")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError("TrainSettings.validation_fraction must be in [0, 1)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError("TrainSettings.ema_decay must be in [0, 1)")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -144,11 +152,16 @@ def fit(
 
     history: list[dict[str, Any]] = []
     start_epoch = 0
+    params = [p for p in amortizer.parameters()]
+    ema = [p.detach().clone() for p in params]
     if resume:
-        start_epoch, history = _load_checkpoint(ckpt_path, amortizer, optimizer, scheduler, gen, fingerprint, dev)
+        start_epoch, history = _load_checkpoint(
+            ckpt_path, amortizer, optimizer, scheduler, gen, fingerprint, dev, ema
+        )
     else:
         adapt_batch = train if train is not None else simulator.simulate(s.adapt_sims, gen)  # type: ignore[union-attr]
         amortizer.adapt({k: v.to(dev) for k, v in adapt_batch.items()})
+        ema = [p.detach().clone() for p in params]
 
     bar = tqdm(
         range(start_epoch, s.epochs), desc="training", unit="epoch", disable=not progress,
@@ -177,8 +190,11 @@ def fit(
                 torch.nn.utils.clip_grad_norm_(amortizer.parameters(), s.clip_grad_norm)
             optimizer.step()
             scheduler.step()
+            _update_average(ema, params, s.ema_decay, epoch * steps_per_epoch + step)
             losses.append(loss.item())
+        _swap(ema, params)  # validate the averaged weights
         val_loss = _evaluate(amortizer, val, s.batch_size * 8, dev)
+        _swap(ema, params)
         history.append(
             {
                 "epoch": epoch + 1,
@@ -190,9 +206,26 @@ def fit(
         )
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=f"{val_loss:.3f}")
         if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, epoch + 1, amortizer, optimizer, scheduler, gen, history, fingerprint)
+            _save_checkpoint(ckpt_path, epoch + 1, amortizer, optimizer, scheduler, gen, history, fingerprint, ema)
+    _swap(ema, params)  # the amortizer ends with the averaged weights
     amortizer.eval()
     return pd.DataFrame(history, columns=["epoch", "train_loss", "val_loss", "lr", "seconds"])
+
+
+def _update_average(ema: list[torch.Tensor], params: list[torch.Tensor], decay: float, step: int) -> None:
+    """``ema <- d ema + (1 - d) params`` with ``d = min(decay, (1 + step) / (10 + step))``: short memory at first."""
+    d = min(decay, (1.0 + step) / (10.0 + step))
+    with torch.no_grad():
+        torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - d)
+
+
+def _swap(ema: list[torch.Tensor], params: list[torch.Tensor]) -> None:
+    """Exchange the averaged and the current weights in place."""
+    with torch.no_grad():
+        for e, p in zip(ema, params):
+            tmp = p.detach().clone()
+            p.copy_(e)
+            e.copy_(tmp)
 
 
 def train_size(batch: Batch) -> int:
@@ -245,7 +278,7 @@ def _evaluate(amortizer: torch.nn.Module, val: Batch | None, chunk: int, dev: to
     return total / n
 
 
-def _save_checkpoint(path, epoch, amortizer, optimizer, scheduler, gen, history, fingerprint) -> None:
+def _save_checkpoint(path, epoch, amortizer, optimizer, scheduler, gen, history, fingerprint, ema) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "epoch": epoch,
@@ -256,13 +289,14 @@ def _save_checkpoint(path, epoch, amortizer, optimizer, scheduler, gen, history,
         "generator": gen.get_state(),
         "torch_rng": torch.get_rng_state(),
         "history": history,
+        "ema": ema,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)  # atomic: an interruption never leaves a half-written checkpoint
 
 
-def _load_checkpoint(path, amortizer, optimizer, scheduler, gen, fingerprint, dev):
+def _load_checkpoint(path, amortizer, optimizer, scheduler, gen, fingerprint, dev, ema):
     if path is None or not path.exists():
         raise ValueError(f"resume=True but no checkpoint found at {path}")
     state = torch.load(path, map_location=dev, weights_only=True)
@@ -276,6 +310,9 @@ def _load_checkpoint(path, amortizer, optimizer, scheduler, gen, fingerprint, de
     amortizer.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    with torch.no_grad():
+        for e, saved in zip(ema, state.get("ema") or [p.detach() for p in amortizer.parameters()]):
+            e.copy_(saved)
     gen.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     return int(state["epoch"]), list(state["history"])

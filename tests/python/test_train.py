@@ -8,6 +8,7 @@ import numpy as np
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from amortbayes import PosteriorAmortizer, TrainingDiverged, TrainSettings, fit
 from amortbayes.models import ConjugateGaussian, TwoMoons
@@ -129,3 +130,34 @@ def test_training_and_sampling_on_gpu():
     history = fit(amortizer, gauss, settings=SETTINGS, device="cuda", progress=False)
     assert history["val_loss"].notna().all()
     assert amortizer.sample_array(torch.zeros(10, 2).numpy(), 100).shape == (100, 2)
+
+
+def test_the_amortizer_ends_with_the_moving_average_of_the_iterates(tmp_path):
+    model = ConjugateGaussian()
+    amortizer = PosteriorAmortizer(model, tiny_settings())
+    start = [p.detach().clone() for p in amortizer.parameters()]
+    iterates = []
+    hook = register_optimizer_step_post_hook(
+        lambda opt, args, kwargs: iterates.append([p.detach().clone() for p in amortizer.parameters()])
+    )
+    settings = TrainSettings(epochs=2, iterations_per_epoch=6, batch_size=16, validation_sims=32, adapt_sims=64,
+                             ema_decay=0.8)
+    try:
+        fit(amortizer, model, settings=settings, checkpoint_dir=tmp_path, progress=False)
+    finally:
+        hook.remove()
+    assert len(iterates) == 12
+    expected = start
+    for t, w in enumerate(iterates):
+        d = min(0.8, (1 + t) / (10 + t))
+        expected = [d * e + (1 - d) * x for e, x in zip(expected, w)]
+    for e, p in zip(expected, amortizer.parameters()):
+        torch.testing.assert_close(p.detach(), e)
+    # the checkpoint keeps the last iterate for resuming, and the average beside it
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    last = dict(zip([n for n, _ in amortizer.named_parameters()], iterates[-1]))
+    for name, w in last.items():
+        torch.testing.assert_close(saved["model"][name], w)
+    assert not all(torch.equal(a, b) for a, b in zip(iterates[-1], amortizer.parameters()))
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainSettings(ema_decay=1.0)
