@@ -155,9 +155,9 @@ def test_set_statistics_match_least_squares_and_ignore_padding():
     expect = [xs.mean(), ys.mean(), np.log(xs.std()), np.log(ys.std()), np.corrcoef(xs, ys)[0, 1]]
     np.testing.assert_allclose(stats[:5].numpy(), expect, atol=2e-3)
     np.testing.assert_allclose(stats[6].numpy(), np.log(resid_sd), atol=6e-3)  # log SD of y given x (ridge)
-    # slopes are soft-bounded: 20 tanh(b / 20)
-    np.testing.assert_allclose(stats[8].numpy(), 20 * np.tanh(slope / 20), atol=2e-3)
-    np.testing.assert_allclose(stats[10].numpy(), 20 * np.tanh(intercept / 20), atol=2e-3)
+    # slopes and intercepts are soft-bounded beyond +-4 only (soft_bound), so these two are exact
+    np.testing.assert_allclose(stats[8].numpy(), slope, atol=2e-3)
+    np.testing.assert_allclose(stats[10].numpy(), intercept, atol=2e-3)
     np.testing.assert_allclose(stats[11].numpy(), np.log(12))
     # a set of one row stays finite (ridge), and sets without scale-free statistics refuse
     assert torch.isfinite(net.statistics(rows[None, :1], torch.ones(1, 1))).all()
