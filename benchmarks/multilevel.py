@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from _common import emit, median_ms, parser, setup
@@ -37,6 +38,12 @@ def main() -> None:
     p.add_argument("--local-layers", type=int, default=None, help="local flow coupling layers (default: the package's)")
     p.add_argument("--local-hidden", type=int, default=None, help="local flow hidden width (default: the package's)")
     p.add_argument("--no-stan", action="store_true")
+    p.add_argument("--simulated", type=int, default=4,
+                   help="also compare with Stan on this many data sets simulated from the model at Stan's "
+                        "posterior means, in sleepstudy's design (approximation error without model misfit)")
+    p.add_argument("--same-statistics", type=int, default=4,
+                   help="also sample for this many data sets with sleepstudy's exact sufficient statistics "
+                        "(whose posterior is Stan's for sleepstudy) and report how far the amortized means move")
     p.add_argument("--out", default="benchmark-multilevel")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (resume=True if it exists)")
     args = p.parse_args()
@@ -122,7 +129,74 @@ def main() -> None:
             "pooling_abs_diff_max": round(float(max(np.abs(lam_a[n] - lam_s[n]).max() for n in lam_a)), 3),
             "c2st_global": round(c2st(amortized[GLOBAL].to_numpy(), ref[GLOBAL].to_numpy(), max_samples=4000), 3),
         })
+        if args.same_statistics:
+            result["same_sufficient_statistics"] = _same_statistics(amortizer, df, kw, ref, args.same_statistics)
+        if args.simulated:
+            result["simulated_sleepstudy_design"] = _simulated(amortizer, model, ref, args.simulated)
     emit(result, device)
+
+
+def _simulated(amortizer, model: HierarchicalLinear, ref, k: int) -> dict:
+    """Mean and max |mean difference| in Stan SDs over ``k`` data sets simulated at Stan's posterior means.
+
+    18 groups of Days 0..9 as in sleepstudy, but drawn from the model itself: what remains is
+    the amortizer's approximation error, not a misfit of the model to the real data.
+    """
+    from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data
+
+    theta = torch.as_tensor(ref[GLOBAL].mean().to_numpy()[None], dtype=torch.float32)
+    gen = torch.Generator().manual_seed(11)
+    diffs = []
+    for rep in range(k):
+        local = model.sample_local(theta, 18, gen)
+        x = model.simulate_data(theta, local, 10, gen, sizes=torch.full((1, 18), 10))[0]
+        frame = pd.DataFrame({"g": np.repeat([f"s{j}" for j in range(18)], 10),
+                              "x": x[..., 0].reshape(-1).numpy(), "y": x[..., 1].reshape(-1).numpy()})
+        draws = amortizer.sample_draws(amortizer.prepare(frame, group="g"), 4000, seed=rep).to_frame(0)
+        stan = fit_stan("hierarchical_linear", hierarchical_linear_data(frame, group="g", x="x", y="y", **_priors(model)),
+                        chains=4, warmup=1000, draws=1000, seed=rep)
+        diffs.append(compare_draws(draws[GLOBAL], stan.draws[GLOBAL])["mean_diff_in_sd"])
+    table = pd.concat(diffs, axis=1)
+    return {"data_sets": k, "mean_abs_diff_in_stan_sd": table.mean(axis=1).round(3).to_dict(),
+            "max_abs_diff_in_stan_sd": table.max(axis=1).round(3).to_dict()}
+
+
+def _same_statistics(amortizer, df, kw: dict, ref, k: int) -> dict:
+    """How far the amortized means move, in Stan SDs, over ``k`` data sets with sleepstudy's sufficient statistics.
+
+    Every subject has the same design (Days 0..9), so the likelihood depends on the data only
+    through the mean and scatter matrix of the subjects' least-squares coefficients and each
+    subject's residuals.  Redrawing the coefficients as Gaussian-shaped points with the same mean
+    and scatter matrix leaves the exact posterior, Stan's, unchanged; an amortizer that moves
+    reads more of the data than the model does, and the spread is its approximation error here.
+    """
+    from amortbayes.reference import compare_draws
+
+    subjects = [sub for _, sub in df.groupby("Subject", observed=True)]
+    x = np.c_[np.ones(len(subjects[0])), subjects[0]["Days"].to_numpy()]
+    if any(not np.array_equal(sub["Days"].to_numpy(), x[:, 1]) for sub in subjects):
+        raise ValueError("the same-statistics check needs every subject on the same days")
+    coef = np.array([np.linalg.lstsq(x, sub["Reaction"].to_numpy(), rcond=None)[0] for sub in subjects])
+    resid = [sub["Reaction"].to_numpy() - x @ c for sub, c in zip(subjects, coef)]
+    centred = coef - coef.mean(0)
+
+    def sqrt_psd(a, power):
+        w, v = np.linalg.eigh(a)
+        return (v * w**power) @ v.T
+
+    rng = np.random.default_rng(7)
+    signed = []
+    for rep in range(k):
+        z = rng.standard_normal(coef.shape)
+        z -= z.mean(0)
+        z = z @ sqrt_psd(z.T @ z, -0.5) @ sqrt_psd(centred.T @ centred, 0.5)  # same scatter matrix
+        frame = pd.concat([sub.assign(Reaction=x @ (coef.mean(0) + zj) + r) for sub, zj, r in zip(subjects, z, resid)])
+        draws = amortizer.sample_draws(amortizer.prepare(frame, **kw), 4000, seed=rep).to_frame(0)
+        t = compare_draws(draws[GLOBAL], ref[GLOBAL])
+        signed.append(np.sign(t["mean_amortized"] - t["mean_reference"]) * t["mean_diff_in_sd"])
+    table = pd.concat(signed, axis=1)
+    return {"data_sets": k, "signed_mean_diff_in_stan_sd_range": {
+        n: [round(float(table.loc[n].min()), 3), round(float(table.loc[n].max()), 3)] for n in GLOBAL}}
 
 
 def _priors(model: HierarchicalLinear) -> dict[str, float]:
