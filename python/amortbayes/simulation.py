@@ -214,6 +214,10 @@ class MultilevelModel(abc.ABC):
     parameter_support: tuple[str, ...] = ()
     local_parameter_support: tuple[str, ...] = ()
     balanced_designs: float = 0.0
+    # True when p(theta_j | global parameters, x_j) is Gaussian (conjugate Gaussian-linear
+    # models): the default local flow of a MultilevelAmortizer is then a small affine flow,
+    # which can represent it exactly and samples J = 100 groups several times faster.
+    gaussian_local_posterior: bool = False
 
     @abc.abstractmethod
     def sample_global(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from amortbayes import MultilevelAmortizer, MultilevelSettings, TrainSettings, fit
+from amortbayes.amortizers.multilevel import default_settings
 from amortbayes.diagnostics import one_group_per_data_set, sbc_check
 from amortbayes.models import AR1Multilevel, HierarchicalDDM, HierarchicalLinear
 
 CASES = {
-    "hierarchical_linear": (HierarchicalLinear(), MultilevelSettings(), TrainSettings(
+    "hierarchical_linear": (HierarchicalLinear(), default_settings(HierarchicalLinear()), TrainSettings(
         epochs=40, iterations_per_epoch=250, batch_size=32, learning_rate=3e-3)),  # benchmarks/multilevel.py
     "ar1_multilevel": (AR1Multilevel(), MultilevelSettings(group_summary="recurrent"), TrainSettings(
         epochs=30, iterations_per_epoch=200, batch_size=32)),

@@ -42,6 +42,7 @@ class HierarchicalGaussian(MultilevelModel):
     parameter_names = ("mu",)
     local_parameter_names = ("theta",)
     data_names = ("y",)
+    gaussian_local_posterior = True  # Gaussian prior and likelihood, linear in theta_j
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_groups", tuple(self.n_groups))

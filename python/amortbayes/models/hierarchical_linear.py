@@ -62,6 +62,7 @@ class HierarchicalLinear(MultilevelModel):
     local_parameter_names = ("r_Intercept", "r_x")
     local_parameter_support = ("real", "real")
     data_names = ("x", "y")
+    gaussian_local_posterior = True  # Gaussian prior and likelihood, linear in theta_j
 
     def __post_init__(self) -> None:
         for f in ("x_range", "n_groups", "n_obs"):
