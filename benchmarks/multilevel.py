@@ -38,6 +38,7 @@ def main() -> None:
     p.add_argument("--local-flow", default=None, choices=["spline", "affine"], help="local flow kind (default: the model's, affine 2 x 32; spline 4 x 64 is the general default)")
     p.add_argument("--local-layers", type=int, default=None, help="local flow coupling layers (default: the package's)")
     p.add_argument("--local-hidden", type=int, default=None, help="local flow hidden width (default: the package's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the network weights and the training simulations")
     p.add_argument("--no-stan", action="store_true")
     p.add_argument("--simulated", type=int, default=4,
                    help="also compare with Stan on this many data sets simulated from the model at Stan's "
@@ -55,14 +56,14 @@ def main() -> None:
     local = default_settings(model).local_flow  # affine: the model's local posterior is Gaussian
     local = dataclasses.replace(local, kind=args.local_flow or local.kind, layers=args.local_layers or local.layers,
                                 hidden=args.local_hidden or local.hidden)
-    amortizer = MultilevelAmortizer(model, dataclasses.replace(default_settings(model), local_flow=local))
+    amortizer = MultilevelAmortizer(model, dataclasses.replace(default_settings(model), local_flow=local, seed=args.seed))
     settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations,
                              batch_size=args.batch_size, learning_rate=args.lr)
     ckpt = Path(args.checkpoint) if args.checkpoint else None
     resume = bool(ckpt and (ckpt / "checkpoint.pt").exists())
     t0 = time.perf_counter()
     history = fit(amortizer, model, settings=settings, device=args.device, checkpoint_dir=ckpt,
-                  resume=resume, progress=False)
+                  resume=resume, progress=False, seed=args.seed)
     train_s = time.perf_counter() - t0
     amortizer.to("cpu").eval()
     save(amortizer, out / "amortizer")
@@ -88,6 +89,7 @@ def main() -> None:
         "train_seconds": round(train_s, 1),
         "train_simulations": settings.epochs * settings.iterations_per_epoch * settings.batch_size,
         "train_steps": settings.epochs * settings.iterations_per_epoch,
+        "seed": args.seed,
         "local_flow": dataclasses.asdict(local),
         "final_val_loss": round(float(history["val_loss"].iloc[-1]), 3),
         "amortized_fit_ms_4000_draws": round(fit_ms, 1),
