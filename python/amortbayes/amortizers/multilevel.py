@@ -297,10 +297,17 @@ class MultilevelAmortizer(nn.Module):
              **kwargs: Any) -> pd.DataFrame:
         """Leave-one-group-out ELPD of every group of one data set, without refitting.
 
-        For each group ``k`` the global posterior given the other groups comes from the
-        same network (group ``k`` masked out; all ``J`` LOGO posteriors in one batch), and
-        ``log p(x_k | x_{-k})`` is estimated with ``n`` global draws and ``importance``
-        local draws each from the local flow as the proposal.  ``model`` supplies
+        For each group ``k`` the global posterior given the other groups, ``q_{-k}``, comes
+        from the same network (group ``k`` masked out; all ``J`` LOGO posteriors and the
+        full-data posterior ``q`` in one batch).  ``log p(x_k | x_{-k}) = log E_{q_{-k}}
+        p(x_k | tau, sigma)`` is estimated by multiple importance sampling: half of the
+        ``n`` global draws from ``q_{-k}``, half from ``q``, weighted by
+        ``q_{-k} / (q_{-k} / 2 + q / 2)`` (both densities are the flow's).  Draws from
+        ``q_{-k}`` alone rarely reach the region where an informative or outlying group's
+        likelihood lies, and the estimate then rests on a few draws; the full-data posterior
+        is proportional to ``p(x_k | .) q_{-k}``, the ideal proposal, so the weighted
+        integrand stays below twice the estimate.  ``p(x_k | tau, sigma)`` takes
+        ``importance`` local draws from the local flow as the proposal.  ``model`` supplies
         ``log_likelihood`` and ``local_log_prior``.
 
         Returns a DataFrame with one row per group: ``group``, ``elpd`` and ``mc_se`` (the
@@ -309,6 +316,8 @@ class MultilevelAmortizer(nn.Module):
         d = data if isinstance(data, MultilevelData) else self.prepare(data, **kwargs)
         if d.x.shape[0] != 1:
             raise ValueError("logo() takes one data set")
+        if not isinstance(n, (int, np.integer)) or n < 2 or not isinstance(importance, (int, np.integer)) or importance < 1:
+            raise ValueError(f"logo() needs n >= 2 global and importance >= 1 local draws, got n={n!r}, importance={importance!r}")
         j = int(d.group_mask.sum())
         if j < 2:
             raise ValueError("leave-one-group-out needs at least two groups")
@@ -317,11 +326,11 @@ class MultilevelAmortizer(nn.Module):
         gen = make_generator(seed)
         with inference_mode(self):
             x, mask = d.x[:, :j].to(dev), d.mask[:, :j].to(dev)
-            # J copies of the data set, copy k without group k
-            loo_gmask = 1.0 - torch.eye(j, device=dev)
-            xs, ms = x.expand(j, -1, -1, -1), mask.expand(j, -1, -1)
+            # J + 1 copies of the data set: copy k without group k, the last one complete
+            loo_gmask = torch.cat([1.0 - torch.eye(j, device=dev), torch.ones(1, j, device=dev)])
+            xs, ms = x.expand(j + 1, -1, -1, -1), mask.expand(j + 1, -1, -1)
             groups, summary = self.embed(xs, ms, loo_gmask)
-            zg = sample_flow(self.global_flow, n, summary, gen)  # (J, n, G): LOGO posteriors
+            zg, log_q_mix = self._logo_proposal(summary, n, gen)  # (J, n, G), (J, n)
             theta_g = self.global_map.inverse(zg)
             # the left-out group's own embedding (its data, not the others'); one group at a
             # time keeps memory at n * importance * N_k likelihood terms
@@ -342,12 +351,31 @@ class MultilevelAmortizer(nn.Module):
                 log_lik = model.log_likelihood(tg, theta_l, x[0, k][None, None, None], mask[0, k][None, None, None])[..., 0]
                 log_w = log_lik + log_prior - log_q
                 log_px = torch.logsumexp(log_w, dim=-1) - math.log(m)  # log p(x_k | tau_s, sigma_s)
+                log_px = log_px + log_q_mix[k]  # weighted: q_{-k} / mixture
                 elpd[k] = torch.logsumexp(log_px, dim=-1) - math.log(n)
                 w = torch.exp(log_px - log_px.max())
                 rel_se[k] = w.std() / (w.mean() * math.sqrt(n))
         return pd.DataFrame(
             {"group": list(d.group_labels[0][:j]), "elpd": elpd.cpu().numpy(), "mc_se": rel_se.cpu().numpy()}
         )
+
+    def _logo_proposal(self, summary: torch.Tensor, n: int, gen) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global draws for LOGO and their log weights ``log q_{-k} - log((q_{-k} + q) / 2)``.
+
+        ``summary (J + 1, S)`` holds the ``J`` leave-one-out summaries and, last, the full
+        data set's.  Returns ``(J, n, G)`` standardized draws, the first ``n - n // 2`` of
+        row ``k`` from ``q_{-k}`` and the rest from ``q`` (the same for every ``k``).
+        """
+        j = summary.shape[0] - 1
+        n_full = n // 2
+        z_loo = sample_flow(self.global_flow, n - n_full, summary[:j], gen)
+        z_full = sample_flow(self.global_flow, n_full, summary[j:], gen).expand(j, -1, -1)
+        z = torch.cat([z_loo, z_full], dim=1)
+        flat = z.reshape(j * n, -1)
+        log_q_loo = self.global_flow.log_prob(flat, context=summary[:j].repeat_interleave(n, 0)).reshape(j, n)
+        log_q_full = self.global_flow.log_prob(flat, context=summary[j:].expand(j * n, -1)).reshape(j, n)
+        log_mix = torch.logaddexp(log_q_loo + math.log((n - n_full) / n), log_q_full + math.log(n_full / n))
+        return z, log_q_loo - log_mix
 
     # -- persistence ----------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
