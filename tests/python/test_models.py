@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from amortbayes.diagnostics import sbc_check
-from amortbayes.models import ConjugateGaussian, GaussianLinearRegression, TwoMoons, example_data
+from amortbayes.models import ConjugateGaussian, GaussianLinearRegression, HierarchicalLinear, TwoMoons, example_data
 
 
 def test_conjugate_evidence_matches_monte_carlo_over_the_prior():
@@ -17,6 +17,24 @@ def test_conjugate_evidence_matches_monte_carlo_over_the_prior():
     loglik = (-0.5 * ((x[None] - mu[:, None]) / 0.8) ** 2 - np.log(0.8 * np.sqrt(2 * np.pi))).sum((1, 2))
     mc = np.log(np.mean(np.exp(loglik - loglik.max()))) + loglik.max()
     assert model.log_evidence(x) == pytest.approx(mc, abs=0.02)
+
+
+def test_hierarchical_linear_group_marginal_matches_monte_carlo_over_the_offsets():
+    # log p(y_k | globals) = log E_{r ~ MVN(0, Sigma)} p(y_k | globals, r): 400,000 prior draws of
+    # the offsets; one padded row must not count
+    model = HierarchicalLinear()
+    g = torch.Generator().manual_seed(0)
+    theta = model.sample_global(3, g)
+    rows = torch.tensor([[0.0, 250.0], [4.0, 300.0], [9.0, 330.0], [0.0, 0.0]])
+    mask = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    exact = model.group_log_marginal(theta, rows, mask)
+    m = 400_000
+    rep = theta.repeat_interleave(m, 0)
+    offsets = model.sample_local(rep, 1, g)
+    lik = model.log_likelihood(rep, offsets, rows.expand(len(rep), 1, 4, 2), mask.expand(len(rep), 1, 4))[:, 0]
+    mc = torch.logsumexp(lik.reshape(3, m).double(), -1) - np.log(m)
+    np.testing.assert_allclose(exact.numpy(), mc.numpy(), atol=0.03)
+    assert not np.allclose(exact.numpy(), model.group_log_marginal(theta, rows, torch.ones(4)).numpy(), atol=1.0)
 
 
 @pytest.mark.parametrize("model", [ConjugateGaussian(), GaussianLinearRegression()])
