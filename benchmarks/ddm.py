@@ -91,7 +91,7 @@ def main() -> None:
                 sim = _simulated_like(model, df)
                 sim_draws = amortizer.sample_draws(amortizer.prepare(sim, **kw), 4000, seed=1).to_frame(0)
                 _, metrics = _against_stan(model, sim_draws, sim, args, out / f"comparison_{bias}_simulated.csv")
-                entry["simulated_data_set"] = metrics
+                entry["simulated_data_set"] = {**metrics, **_simulated_logo(amortizer, model, sim, kw)}
         result[f"ddm_{bias}_bias"] = entry
     if len(logo) == 2:
         cmp = elpd_compare(logo["subject"]["elpd"].to_numpy(), logo["shared"]["elpd"].to_numpy(),
@@ -117,6 +117,13 @@ def _against_stan(model, amortized, frame, args, path) -> tuple[float, dict]:
         "global_overlap_95": table["overlap_95"].round(3).to_dict(),
         "c2st_global": round(c2st(amortized[names].to_numpy(), stan.draws[names].to_numpy(), max_samples=4000), 3),
     }
+
+
+def _simulated_logo(amortizer, model, sim, kw) -> dict:
+    """LOGO Monte Carlo SEs on the simulated data set, where the amortizer is inside its training range."""
+    loo = amortizer.logo(amortizer.prepare(sim, **kw), model, n=500, importance=8, seed=0)
+    return {"logo_max_mc_se": round(float(loo["mc_se"].max()), 3),
+            "logo_median_mc_se": round(float(loo["mc_se"].median()), 3)}
 
 
 def _simulated_like(model, df):
