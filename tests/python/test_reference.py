@@ -28,7 +28,7 @@ from amortbayes.reference import (
     split_chains,
     stan_program,
 )
-from amortbayes.reference.stan import _diagnostics, _outside_event_loop
+from amortbayes.reference.stan import _diagnostics, _outside_event_loop, _retry_progress_race
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROGRAMS = ["ar1_multilevel", "ddm_shared_bias", "ddm_subject_bias", "hierarchical_linear"]
@@ -402,6 +402,25 @@ def test_pystan_calls_work_inside_a_running_event_loop():
 
     assert asyncio.run(notebook_cell()) == 42
     assert _outside_event_loop(uses_asyncio_run) == 42
+
+
+def test_only_httpstans_progress_race_is_retried_and_not_forever():
+    race = RuntimeError("Exception during call to services function: `IndexError('pop from empty list')`")
+    calls = []
+
+    def always(err):
+        def call():
+            calls.append(1)
+            raise err
+        return call
+
+    with pytest.raises(RuntimeError, match="pop from empty list"):
+        _retry_progress_race(always(race), attempts=3)
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(RuntimeError, match="divergent"):
+        _retry_progress_race(always(RuntimeError("divergent model")), attempts=3)
+    assert len(calls) == 1
 
 
 # ----------------------------------------------------------------------------- real Stan run
