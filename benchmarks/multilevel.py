@@ -3,7 +3,8 @@
 Usage: python benchmarks/multilevel.py [--epochs 40 --iterations 250] [--no-stan] [--out DIR]
 Prints one JSON object: training wall time and budget, amortized fit time, LOGO time for all
 groups, Stan time for the same data and their ratio, and accuracy against Stan (mean
-difference in Stan SDs, SD ratio, interval overlap, pooling factors, C2ST on globals).
+difference in Stan SDs, SD ratio, interval overlap, pooling factors, C2ST on globals), and
+LOGO against 18 Stan refits, one without each subject (LOGO posteriors and exact ELPDs).
 Writes the comparison table, the amortizer and two figures (global pairs, group intervals with
 pooling factors) to --out.
 """
@@ -46,6 +47,8 @@ def main() -> None:
     p.add_argument("--same-statistics", type=int, default=4,
                    help="also sample for this many data sets with sleepstudy's exact sufficient statistics "
                         "(whose posterior is Stan's for sleepstudy) and report how far the amortized means move")
+    p.add_argument("--no-logo-refits", action="store_true",
+                   help="skip the Stan refit without each subject (its LOGO posterior and exact log p(y_k | y_-k))")
     p.add_argument("--out", default="benchmark-multilevel")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (resume=True if it exists)")
     args = p.parse_args()
@@ -76,6 +79,8 @@ def main() -> None:
     draws = amortizer.sample_draws(data, 4000, seed=1)
     amortized = draws.to_frame(0)
     logo_ms = median_ms(lambda: amortizer.logo(data, model, n=1000), 3, torch.device("cpu"), warmup=1)
+    loo = amortizer.logo(data, model, n=1000, seed=0)
+    loo.to_csv(out / "logo.csv", index=False)
 
     # latency at J = 100 groups of 10 rows, 1,000 draws
     big = model.simulate(1, torch.Generator().manual_seed(5), n_groups=100, n_obs=10)
@@ -136,6 +141,10 @@ def main() -> None:
             result["same_sufficient_statistics"] = _same_statistics(amortizer, df, kw, ref, args.same_statistics)
         if args.simulated:
             result["simulated_sleepstudy_design"] = _simulated(amortizer, model, ref, args.simulated)
+        if not args.no_logo_refits:
+            refits = _logo_refits(amortizer, model, df, kw, loo)
+            refits["speedup_logo_vs_stan_refits"] = round(refits["stan_seconds_total"] / (logo_ms / 1000), 1)
+            result["logo_vs_stan_refits"] = refits
     emit(result, device)
 
 
@@ -210,6 +219,46 @@ def _same_statistics(amortizer, df, kw: dict, ref, k: int) -> dict:
     return {"data_sets": k, "signed_mean_diff_in_stan_sd_range": {
         n: [round(float(table.loc[n].min()), 3), round(float(table.loc[n].max()), 3)] for n in GLOBAL},
         "equal_residual_sds_signed_mean_diff_in_stan_sd": equal.round(3).to_dict()}
+
+
+def _logo_refits(amortizer, model: HierarchicalLinear, df, kw: dict, loo: pd.DataFrame) -> dict:
+    """Leave-one-subject-out against Stan: one refit per subject without it.
+
+    For each subject ``k`` Stan's posterior of the globals given the other subjects is
+    compared with the amortizer's (the same network, subject ``k`` left out), and the exact
+    ``log p(y_k | y_-k)`` (the closed-form group marginal averaged over Stan's 10,000 draws)
+    with the amortizer's LOGO ELPD ``loo``.
+    """
+    from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data
+
+    elpd, mc_se, diffs, seconds = [], [], [], 0.0
+    for k, lab in enumerate(loo["group"]):
+        rest = df[df["Subject"] != lab].copy()
+        rest["Subject"] = rest["Subject"].cat.remove_unused_categories()
+        stan = fit_stan("hierarchical_linear", hierarchical_linear_data(rest, group="Subject", x="Days", y="Reaction",
+                                                                         **_priors(model)),
+                        chains=4, warmup=500, draws=2500, seed=k)
+        seconds += stan.seconds
+        own = df[df["Subject"] == lab][["Days", "Reaction"]].to_numpy(float)
+        theta = torch.tensor(stan.draws[GLOBAL].to_numpy(), dtype=torch.float64)
+        lp = model.group_log_marginal(theta, torch.as_tensor(own), torch.ones(len(own)))
+        elpd.append(float(torch.logsumexp(lp, 0) - np.log(len(lp))))
+        w = torch.exp(lp - lp.max())
+        mc_se.append(float(w.std() / (w.mean() * np.sqrt(len(w)))))
+        draws = amortizer.sample_draws(amortizer.prepare(rest, **kw), 4000, seed=k).to_frame(0)
+        diffs.append(compare_draws(draws[GLOBAL], stan.draws[GLOBAL])["mean_diff_in_sd"])
+    gap = np.abs(loo["elpd"].to_numpy() - np.array(elpd))
+    table = pd.concat(diffs, axis=1)
+    return {
+        "refits": len(elpd),
+        "stan_seconds_total": round(seconds, 1),
+        "elpd_abs_diff_max": round(float(gap.max()), 3),
+        "elpd_abs_diff_mean": round(float(gap.mean()), 3),
+        "elpd_sum": {"amortized": round(float(loo["elpd"].sum()), 2), "stan": round(float(np.sum(elpd)), 2)},
+        "mc_se_max": {"amortized": round(float(loo["mc_se"].max()), 3), "stan": round(float(max(mc_se)), 3)},
+        "loo_global_mean_diff_in_stan_sd_median": table.median(axis=1).round(3).to_dict(),
+        "loo_global_mean_diff_in_stan_sd_max": table.max(axis=1).round(3).to_dict(),
+    }
 
 
 def _priors(model: HierarchicalLinear) -> dict[str, float]:
