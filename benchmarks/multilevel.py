@@ -24,7 +24,7 @@ from _common import emit, median_ms, parser, setup
 from amortbayes import MultilevelAmortizer, TrainSettings, fit, save
 from amortbayes.amortizers.multilevel import default_settings
 from amortbayes.data import load_sleepstudy
-from amortbayes.diagnostics import c2st, pooling_factor
+from amortbayes.diagnostics import c2st, log_mean_exp, pooling_factor
 from amortbayes.models import HierarchicalLinear
 
 GLOBAL = ["b_Intercept", "b_x", "sd_Intercept", "sd_x", "cor_Intercept_x", "sigma"]
@@ -242,9 +242,9 @@ def _logo_refits(amortizer, model: HierarchicalLinear, df, kw: dict, loo: pd.Dat
         own = df[df["Subject"] == lab][["Days", "Reaction"]].to_numpy(float)
         theta = torch.tensor(stan.draws[GLOBAL].to_numpy(), dtype=torch.float64)
         lp = model.group_log_marginal(theta, torch.as_tensor(own), torch.ones(len(own)))
-        elpd.append(float(torch.logsumexp(lp, 0) - np.log(len(lp))))
-        w = torch.exp(lp - lp.max())
-        mc_se.append(float(w.std() / (w.mean() * np.sqrt(len(w)))))
+        estimate, se = log_mean_exp(lp)
+        elpd.append(float(estimate))
+        mc_se.append(float(se))
         draws = amortizer.sample_draws(amortizer.prepare(rest, **kw), 4000, seed=k).to_frame(0)
         diffs.append(compare_draws(draws[GLOBAL], stan.draws[GLOBAL])["mean_diff_in_sd"])
     gap = np.abs(loo["elpd"].to_numpy() - np.array(elpd))

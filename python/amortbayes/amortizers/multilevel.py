@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from amortbayes.amortizers.base import inference_mode, make_generator, module_device, summarize_draws
+from amortbayes.diagnostics.multilevel import log_mean_exp
 from amortbayes.networks import (
     DataRange,
     DeepSet,
@@ -351,10 +352,7 @@ class MultilevelAmortizer(nn.Module):
                 log_lik = model.log_likelihood(tg, theta_l, x[0, k][None, None, None], mask[0, k][None, None, None])[..., 0]
                 log_w = log_lik + log_prior - log_q
                 log_px = torch.logsumexp(log_w, dim=-1) - math.log(m)  # log p(x_k | tau_s, sigma_s)
-                log_px = log_px + log_q_mix[k]  # weighted: q_{-k} / mixture
-                elpd[k] = torch.logsumexp(log_px, dim=-1) - math.log(n)
-                w = torch.exp(log_px - log_px.max())
-                rel_se[k] = w.std() / (w.mean() * math.sqrt(n))
+                elpd[k], rel_se[k] = log_mean_exp(log_px + log_q_mix[k])  # weighted: q_{-k} / mixture
         return pd.DataFrame(
             {"group": list(d.group_labels[0][:j]), "elpd": elpd.cpu().numpy(), "mc_se": rel_se.cpu().numpy()}
         )

@@ -26,7 +26,7 @@ from amortbayes.diagnostics.calibration import (
     posterior_contraction,
     posterior_z_scores,
 )
-from amortbayes.diagnostics.multilevel import elpd_compare, one_group_per_data_set, pooling_factor
+from amortbayes.diagnostics.multilevel import elpd_compare, log_mean_exp, one_group_per_data_set, pooling_factor
 from amortbayes.diagnostics.recovery import recovery
 from amortbayes.diagnostics.sbc import (
     SBCBands,
@@ -41,6 +41,7 @@ __all__ = [
     "SBCBands",
     "c2st",
     "elpd_compare",
+    "log_mean_exp",
     "one_group_per_data_set",
     "pooling_factor",
     "calibration_error",

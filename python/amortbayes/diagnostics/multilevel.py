@@ -15,8 +15,11 @@ standard error is ``sqrt(K * var(a_k - b_k))``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
+import torch
 
 
 def pooling_factor(local_draws: np.ndarray, sd_draws: np.ndarray, mean_draws: np.ndarray | None = None) -> np.ndarray:
@@ -71,6 +74,23 @@ def one_group_per_data_set(
     pick = np.array([rng.choice(np.flatnonzero(row)) for row in gm])
     s = np.arange(truth.shape[0])
     return draws[s, :, pick], truth[s, pick]
+
+
+def log_mean_exp(log_w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log mean_i exp(log_w_i)`` over the last dimension and its Monte Carlo standard error.
+
+    The estimate of a log expectation from importance-weighted terms (LOGO's ``log p(x_k |
+    x_-k)``); the standard error is the delta method's ``sd(w) / (mean(w) sqrt(n))``, which a
+    few dominant weights drive towards 1.
+
+    Example:
+        >>> est, se = log_mean_exp(torch.log(torch.tensor([1.0, 3.0])))
+        >>> round(est.item(), 4), round(se.item(), 4)  # log 2; sd 1.414 / (2 sqrt 2)
+        (0.6931, 0.5)
+    """
+    n = log_w.shape[-1]
+    w = torch.exp(log_w - log_w.amax(-1, keepdim=True))
+    return torch.logsumexp(log_w, dim=-1) - math.log(n), w.std(-1) / (w.mean(-1) * math.sqrt(n))
 
 
 def elpd_compare(elpd_a: np.ndarray, elpd_b: np.ndarray, names: tuple[str, str] = ("a", "b")) -> pd.DataFrame:
