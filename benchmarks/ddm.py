@@ -44,6 +44,7 @@ def main() -> None:
     p.add_argument("--variants", default="shared,subject")
     p.add_argument("--also-simulated", action="store_true",
                    help="also compare with Stan on one data set simulated from the prior with speed_acc's design")
+    p.add_argument("--proposals", type=int, default=4000, help="proposals of the importance-sampled draws")
     p.add_argument("--coding", default="nonword_upper", choices=sorted(CODINGS),
                    help="which response is the upper boundary (see the module docstring)")
     p.add_argument("--out", default="benchmark-ddm")
@@ -91,19 +92,45 @@ def main() -> None:
             "elpd_logo": round(float(loo["elpd"].sum()), 2),
             "logo_max_mc_se": round(float(loo["mc_se"].max()), 3),
         }
+        # the amortized posterior as an importance proposal (exact Wiener likelihood; k > 0.7 warns)
+        t0 = time.perf_counter()
+        try:
+            weighted = amortizer.importance_draws(data, model, 2000, proposals=args.proposals, importance=4, seed=1,
+                                                  warn=False)
+        except ValueError as err:  # every proposal outside the likelihood's support
+            weighted, is_entry = None, {"failed": str(err)}
+        else:
+            is_entry = {k: round(v, 3) for k, v in weighted.diagnostics.items()}
+        is_entry["seconds"] = round(time.perf_counter() - t0, 1)
+        entry["importance_sampled"] = is_entry
         if not args.no_stan:
-            stan_s, metrics = _against_stan(model, amortized, df, args, out / f"comparison_{bias}.csv")
+            draw_sets = {"amortized": amortized}
+            if weighted is not None:
+                draw_sets["importance_sampled"] = weighted.to_frame(0)
+            stan_s, metrics = _against_stan(model, draw_sets, df, args, out / f"comparison_{bias}")
+            is_metrics = metrics.pop("importance_sampled", {})
             entry.update({
                 "stan_seconds": stan_s,
                 "stan_chains_warmup_draws": [args.stan_chains, args.stan_warmup, args.stan_draws],
                 "speedup_fit_vs_stan": round(stan_s / (fit_ms / 1000), 1),
-                **metrics,
+                **metrics["amortized"],
             })
+            entry["importance_sampled"].update(is_metrics)
             if args.also_simulated:  # the same design, data from the model: inside the training range
                 sim = _simulated_like(model, df)
-                sim_draws = amortizer.sample_draws(amortizer.prepare(sim, **kw), 4000, seed=1).to_frame(0)
-                _, metrics = _against_stan(model, sim_draws, sim, args, out / f"comparison_{bias}_simulated.csv")
-                entry["simulated_data_set"] = {**metrics, **_simulated_logo(amortizer, model, sim, kw)}
+                sim_data = amortizer.prepare(sim, **kw)
+                draw_sets = {"amortized": amortizer.sample_draws(sim_data, 4000, seed=1).to_frame(0)}
+                try:
+                    sim_weighted = amortizer.importance_draws(sim_data, model, 2000, proposals=args.proposals,
+                                                              importance=4, seed=1, warn=False)
+                    draw_sets["importance_sampled"] = sim_weighted.to_frame(0)
+                except ValueError:
+                    sim_weighted = None
+                _, metrics = _against_stan(model, draw_sets, sim, args, out / f"comparison_{bias}_simulated")
+                entry["simulated_data_set"] = {**metrics["amortized"], **_simulated_logo(amortizer, model, sim, kw)}
+                if sim_weighted is not None:
+                    entry["simulated_data_set"]["importance_sampled"] = {
+                        **{k: round(v, 3) for k, v in sim_weighted.diagnostics.items()}, **metrics["importance_sampled"]}
         result[f"ddm_{bias}_bias"] = entry
     if len(logo) == 2:
         cmp = elpd_compare(logo["subject"]["elpd"].to_numpy(), logo["shared"]["elpd"].to_numpy(),
@@ -120,22 +147,28 @@ CODINGS = {
 }
 
 
-def _against_stan(model, amortized, frame, args, path) -> tuple[float, dict]:
-    """Stan's fit of ``frame`` and the comparison of the global marginals with ``amortized``."""
+def _against_stan(model, draw_sets: dict, frame, args, path) -> tuple[float, dict]:
+    """Stan's fit of ``frame`` and the comparison of the global marginals with each of ``draw_sets``.
+
+    Writes ``{path}.csv`` (the first set) and ``{path}_{name}.csv`` (the others).
+    """
     from amortbayes.reference import compare_draws, fit_stan
 
     stan = fit_stan(model.name, model.stan_data(frame, group="id", rt="rt", choice="choice"),
                     chains=args.stan_chains, warmup=args.stan_warmup, draws=args.stan_draws, seed=1)
     names = list(model.parameter_names)
-    table = compare_draws(amortized, stan.draws, parameters=names)
-    table.to_csv(path)
-    return round(stan.seconds, 1), {
-        "stan_max_rhat": round(stan.max_rhat, 4),
-        "global_mean_diff_in_stan_sd": table["mean_diff_in_sd"].round(3).to_dict(),
-        "global_sd_ratio": table["sd_ratio"].round(3).to_dict(),
-        "global_overlap_95": table["overlap_95"].round(3).to_dict(),
-        "c2st_global": round(c2st(amortized[names].to_numpy(), stan.draws[names].to_numpy(), max_samples=4000), 3),
-    }
+    metrics = {}
+    for i, (key, draws) in enumerate(draw_sets.items()):
+        table = compare_draws(draws, stan.draws, parameters=names)
+        table.to_csv(f"{path}.csv" if i == 0 else f"{path}_{key}.csv")
+        metrics[key] = {
+            "stan_max_rhat": round(stan.max_rhat, 4),
+            "global_mean_diff_in_stan_sd": table["mean_diff_in_sd"].round(3).to_dict(),
+            "global_sd_ratio": table["sd_ratio"].round(3).to_dict(),
+            "global_overlap_95": table["overlap_95"].round(3).to_dict(),
+            "c2st_global": round(c2st(draws[names].to_numpy(), stan.draws[names].to_numpy(), max_samples=4000), 3),
+        }
+    return round(stan.seconds, 1), metrics
 
 
 def _simulated_logo(amortizer, model, sim, kw) -> dict:

@@ -4,7 +4,9 @@ Usage: python benchmarks/multilevel.py [--epochs 40 --iterations 250] [--no-stan
 Prints one JSON object: training wall time and budget, amortized fit time, LOGO time for all
 groups, Stan time for the same data and their ratio, and accuracy against Stan (mean
 difference in Stan SDs, SD ratio, interval overlap, pooling factors, C2ST on globals), and
-LOGO against 18 Stan refits, one without each subject (LOGO posteriors and exact ELPDs).
+LOGO against 18 Stan refits, one without each subject (LOGO posteriors and exact ELPDs), and
+the importance-sampled draws (amortized proposal, exact weights) against Stan.
+--reuse takes the amortizer a previous run saved in --out instead of training.
 Writes the comparison table, the amortizer and two figures (global pairs, group intervals with
 pooling factors) to --out.
 """
@@ -12,7 +14,6 @@ pooling factors) to --out.
 from __future__ import annotations
 
 import dataclasses
-import time
 import warnings
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pandas as pd
 import torch
 
 from _common import emit, median_ms, parser, setup
-from amortbayes import MultilevelAmortizer, TrainSettings, fit, save
+from amortbayes import MultilevelAmortizer, TrainSettings, fit, load, save
 from amortbayes.amortizers.multilevel import default_settings
 from amortbayes.data import load_sleepstudy
 from amortbayes.diagnostics import c2st, log_mean_exp, pooling_factor
@@ -51,6 +52,9 @@ def main() -> None:
                    help="skip the Stan refit without each subject (its LOGO posterior and exact log p(y_k | y_-k))")
     p.add_argument("--out", default="benchmark-multilevel")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (resume=True if it exists)")
+    p.add_argument("--reuse", action="store_true",
+                   help="load the amortizer and history.csv a previous run saved in --out instead of training "
+                        "(train_seconds is then that run's training time)")
     args = p.parse_args()
     device = setup(args)
     out = Path(args.out)
@@ -64,10 +68,13 @@ def main() -> None:
                              batch_size=args.batch_size, learning_rate=args.lr)
     ckpt = Path(args.checkpoint) if args.checkpoint else None
     resume = bool(ckpt and (ckpt / "checkpoint.pt").exists())
-    t0 = time.perf_counter()
-    history = fit(amortizer, model, settings=settings, device=args.device, checkpoint_dir=ckpt,
-                  resume=resume, progress=False, seed=args.seed)
-    train_s = time.perf_counter() - t0
+    if args.reuse:
+        amortizer = load(out / "amortizer", model=model)
+        history = pd.read_csv(out / "history.csv")
+    else:
+        history = fit(amortizer, model, settings=settings, device=args.device, checkpoint_dir=ckpt,
+                      resume=resume, progress=False, seed=args.seed)
+    train_s = float(history["seconds"].sum())  # the epochs' own times (a resumed run counts all of them)
     amortizer.to("cpu").eval()
     save(amortizer, out / "amortizer")
     history.to_csv(out / "history.csv", index=False)
@@ -137,6 +144,28 @@ def main() -> None:
             "pooling_abs_diff_max": round(float(max(np.abs(lam_a[n] - lam_s[n]).max() for n in lam_a)), 3),
             "c2st_global": round(c2st(amortized[GLOBAL].to_numpy(), ref[GLOBAL].to_numpy(), max_samples=4000), 3),
         })
+        # the amortized posterior as an importance proposal for the exact one (Pareto-smoothed weights)
+        is_kw = dict(proposals=8000, importance=4, warn=False)
+        is_ms = median_ms(lambda: amortizer.importance_draws(data, model, 4000, **is_kw), 3, torch.device("cpu"), warmup=1)
+        is_draws = amortizer.importance_draws(data, model, 4000, seed=1, **is_kw)
+        weighted = is_draws.to_frame(0)
+        t_is = compare_draws(weighted, ref)
+        g_is = t_is.loc[GLOBAL]
+        result["importance_sampled"] = {
+            "draws": 4000, **{k: is_kw[k] for k in ("proposals", "importance")},
+            "ms": round(is_ms, 1),
+            "speedup_vs_stan": round(stan.seconds / (is_ms / 1000), 1),
+            "pareto_k": round(is_draws.diagnostics["pareto_k"], 3),
+            "ess": round(is_draws.diagnostics["ess"], 1),
+            "global_mean_diff_in_stan_sd": g_is["mean_diff_in_sd"].round(3).to_dict(),
+            "global_sd_ratio": g_is["sd_ratio"].round(3).to_dict(),
+            "global_overlap_95": g_is["overlap_95"].round(3).to_dict(),
+            "local_mean_diff_in_stan_sd_max": round(float(t_is.drop(index=GLOBAL)["mean_diff_in_sd"].max()), 3),
+            "local_sd_ratio_range": [round(float(t_is.drop(index=GLOBAL)["sd_ratio"].min()), 3),
+                                     round(float(t_is.drop(index=GLOBAL)["sd_ratio"].max()), 3)],
+            "c2st_global": round(c2st(weighted[GLOBAL].to_numpy(), ref[GLOBAL].to_numpy(), max_samples=4000), 3),
+        }
+        t_is.to_csv(out / "comparison_importance_sampled.csv")
         if args.same_statistics:
             result["same_sufficient_statistics"] = _same_statistics(amortizer, df, kw, ref, args.same_statistics)
         if args.simulated:

@@ -197,7 +197,7 @@ class MultilevelModel(abc.ABC):
 
     Subclasses implement the three sampling steps for a whole batch and, for
     leave-one-group-out cross-validation, the two densities :meth:`local_log_prior` and
-    :meth:`log_likelihood`.  :meth:`simulate` draws ``J`` per data set and ``N_j`` per group
+    :meth:`log_likelihood` (importance-sampled draws also need :meth:`global_log_prior`).  :meth:`simulate` draws ``J`` per data set and ``N_j`` per group
     uniformly from their ranges (so one batch mixes sizes), simulates at the maxima and
     masks the rest: ``theta_local`` of padded groups and ``x`` of padded rows are zero.
     A fraction ``balanced_designs`` of the data sets give every group the same ``N_j``
@@ -218,6 +218,10 @@ class MultilevelModel(abc.ABC):
     # models): the default local flow of a MultilevelAmortizer is then a small affine flow,
     # which can represent it exactly and samples J = 100 groups several times faster.
     gaussian_local_posterior: bool = False
+    # True when a parameter's support ends at the data (the non-decision time of a diffusion
+    # model lies below every response time): the amortizer then summarizes each group with
+    # its exact minima and maxima too.
+    support_depends_on_data: bool = False
 
     @abc.abstractmethod
     def sample_global(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -242,6 +246,13 @@ class MultilevelModel(abc.ABC):
 
         ``sizes (B, J)`` are the group sizes ``N_j`` (rows past them are masked out).
         """
+
+    def global_log_prior(self, theta_global: torch.Tensor) -> torch.Tensor:
+        """``log p(tau) + log p(sigma)``, the density :meth:`sample_global` draws from, shape ``theta_global.shape[:-1]``.
+
+        Needed for importance-sampled draws (``MultilevelAmortizer.importance_draws``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define global_log_prior")
 
     def local_log_prior(self, theta_global: torch.Tensor, theta_local: torch.Tensor) -> torch.Tensor:
         """``log p(theta_j | tau)``, shape ``theta_local.shape[:-1]``."""

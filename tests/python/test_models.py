@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from amortbayes.diagnostics import sbc_check
-from amortbayes.models import ConjugateGaussian, GaussianLinearRegression, HierarchicalLinear, TwoMoons, example_data
+from amortbayes.models import (
+    AR1Multilevel,
+    ConjugateGaussian,
+    GaussianLinearRegression,
+    HierarchicalDDM,
+    HierarchicalGaussian,
+    HierarchicalLinear,
+    TwoMoons,
+    example_data,
+)
 
 
 def test_conjugate_evidence_matches_monte_carlo_over_the_prior():
@@ -63,3 +72,38 @@ def test_example_data_is_fixed():
     t2, x2 = example_data(GaussianLinearRegression())
     np.testing.assert_array_equal(x1, x2)
     assert x1.shape == (50, 3) and t1.shape == (3,)
+
+
+def _mass_on_support(loc: torch.Tensor, scale: torch.Tensor, support: tuple[str, ...]) -> float:
+    """Probability that independent Normal(loc, scale) draws land inside each parameter's support."""
+    cdf = torch.distributions.Normal(0.0, 1.0).cdf
+    lo = {"real": -np.inf, "positive": 0.0, "unit": 0.0, "correlation": -1.0}
+    hi = {"real": np.inf, "positive": np.inf, "unit": 1.0, "correlation": 1.0}
+    mass = 1.0
+    for m, s, sup in zip(loc.tolist(), scale.tolist(), support):
+        mass *= float(cdf(torch.tensor((hi[sup] - m) / s)) - cdf(torch.tensor((lo[sup] - m) / s)))
+    return mass
+
+
+@pytest.mark.parametrize("model", [HierarchicalLinear(), HierarchicalGaussian(), HierarchicalDDM(),
+                                   HierarchicalDDM(bias="subject"), AR1Multilevel()], ids=lambda m: m.name)
+def test_global_log_prior_is_the_normalized_density_sample_global_draws_from(model):
+    # E_p[q / p] = the mass of q on p's support, for any density q: it checks the normalizing
+    # constant, the support and the shape of global_log_prior against sample_global's draws
+    theta = model.sample_global(400_000, torch.Generator().manual_seed(0)).double()
+    loc, scale = theta.mean(0), theta.std(0)
+    q = torch.distributions.Normal(loc, scale).log_prob(theta).sum(-1)
+    ratio = torch.exp(q - model.global_log_prior(theta))
+    support = model.info.parameter_support or ("real",) * theta.shape[1]
+    assert float(ratio.mean()) == pytest.approx(_mass_on_support(loc, scale, support), rel=0.02)
+    # a wrong density fails the same check: scales off by 20 % shift the mass
+    assert not float(torch.exp(q - model.global_log_prior(theta) + 0.2 * theta.shape[1]).mean()) == pytest.approx(
+        _mass_on_support(loc, scale, support), rel=0.02)
+
+
+def test_hierarchical_linear_local_prior_is_the_bivariate_normal():
+    model = HierarchicalLinear()
+    theta = model.sample_global(64, torch.Generator().manual_seed(1))
+    local = model.sample_local(theta, 5, torch.Generator().manual_seed(2))
+    mvn = torch.distributions.MultivariateNormal(torch.zeros(2), scale_tril=model._scale_tril(theta)[:, None])
+    torch.testing.assert_close(model.local_log_prior(theta, local), mvn.log_prob(local), atol=1e-4, rtol=1e-5)

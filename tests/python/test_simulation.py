@@ -171,6 +171,25 @@ def test_set_statistics_match_least_squares_and_ignore_padding():
         DeepSet(2, 4, hidden=8, scale_free=False).statistics(rows[None], torch.ones(1, 12))
 
 
+def test_set_extremes_are_exact_minima_and_maxima_and_ignore_padding():
+    x, mask, x_pad, mask_pad = _padded_pair()
+    net = DeepSet(2, 4, hidden=8, extremes=True).eval()
+    plain = DeepSet(2, 4, hidden=8)
+    assert net.n_statistics == plain.n_statistics + 4
+    with torch.no_grad():
+        stats = net.statistics(x_pad, mask_pad)
+        torch.testing.assert_close(stats, net.statistics(x * mask[..., None], mask), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(net(x_pad, mask_pad), net(x * mask[..., None], mask), atol=1e-5, rtol=1e-5)
+    for b in range(3):
+        rows = x[b][mask[b] > 0]
+        torch.testing.assert_close(stats[b, -5:-3], rows.amin(0))  # minima, maxima, then log N
+        torch.testing.assert_close(stats[b, -3:-1], rows.amax(0))
+    # the statistics before them are unchanged, so pooled statistics read the same positions
+    torch.testing.assert_close(stats[:, :-5], plain.statistics(x_pad, mask_pad)[:, :-1])
+    with pytest.raises(ValueError, match="extremes"):
+        DeepSet(2, 4, scale_free=False, extremes=True)
+
+
 def test_pooled_statistics_are_sums_of_squares_over_degrees_of_freedom():
     """DeepSet.pooled_statistics: the pooled within-group residual SD of a regression, as numpy computes it.
 

@@ -10,6 +10,7 @@ pandas data frames and never plot (see :mod:`amortbayes.plots`).
 - :mod:`.calibration`: z-scores, contraction, expected coverage, calibration error.
 - :mod:`.c2st`: classifier two-sample test against reference draws.
 - :mod:`.multilevel`: pooling factors, one-group-per-data-set SBC inputs, ELPD differences.
+- :mod:`.importance`: Pareto k-hat and effective sample size of importance weights.
 
 Example:
     >>> import numpy as np
@@ -26,6 +27,7 @@ from amortbayes.diagnostics.calibration import (
     posterior_contraction,
     posterior_z_scores,
 )
+from amortbayes.diagnostics.importance import importance_diagnostics, pareto_khat, pareto_smooth
 from amortbayes.diagnostics.multilevel import elpd_compare, log_mean_exp, one_group_per_data_set, pooling_factor
 from amortbayes.diagnostics.recovery import recovery
 from amortbayes.diagnostics.sbc import (
@@ -41,8 +43,11 @@ __all__ = [
     "SBCBands",
     "c2st",
     "elpd_compare",
+    "importance_diagnostics",
     "log_mean_exp",
     "one_group_per_data_set",
+    "pareto_khat",
+    "pareto_smooth",
     "pooling_factor",
     "calibration_error",
     "expected_coverage",

@@ -109,6 +109,13 @@ class AR1Multilevel(MultilevelModel):
                 cols.append(loc + scale * torch.randn(n, generator=generator))
         return torch.stack(cols, dim=-1)
 
+    def global_log_prior(self, theta_global: torch.Tensor) -> torch.Tensor:
+        lp = 0.0
+        for k, (loc, scale, support) in enumerate(zip(self.prior_locs, self.prior_scales, self.parameter_support)):
+            d = torch.distributions.HalfNormal(scale) if support == "positive" else torch.distributions.Normal(loc, scale)
+            lp = lp + d.log_prob(theta_global[..., k])
+        return lp
+
     def sample_local(self, theta_global, n_groups, generator=None) -> torch.Tensor:
         z = torch.randn(*theta_global.shape[:-1], n_groups, 5, generator=generator)
         return theta_global[..., None, 0::2] + theta_global[..., None, 1::2] * z

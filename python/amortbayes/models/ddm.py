@@ -53,6 +53,7 @@ class HierarchicalDDM(MultilevelModel):
     n_obs: tuple[int, int] = (10, 100)
 
     data_names = ("rt", "choice")
+    support_depends_on_data = True  # tau_j < every response time of subject j
 
     def __post_init__(self) -> None:
         if self.bias not in ("shared", "subject"):
@@ -115,6 +116,14 @@ class HierarchicalDDM(MultilevelModel):
         v, a, beta, tau = (p[..., None].expand(*p.shape, n_obs) for p in self._trial_parameters(theta_global, theta_local))
         rt, choice = simulate_diffusion(v.double(), a.double(), beta.double(), tau.double(), generator=generator)
         return torch.stack([rt, choice], dim=-1).float()
+
+    def global_log_prior(self, theta_global) -> torch.Tensor:
+        t = theta_global
+        lp = sum(torch.distributions.Normal(loc, scale).log_prob(t[..., k]) for k, (loc, scale) in enumerate(_HYPER_PRIOR))
+        lp = lp + torch.distributions.Beta(50.0, 50.0).log_prob(t[..., 6])  # beta, or mu_beta
+        if self.bias == "subject":  # kappa_beta ~ Gamma(shape 5, scale 3), as sample_global draws it
+            lp = lp + torch.distributions.Gamma(5.0, 1.0 / 3.0).log_prob(t[..., 7])
+        return lp
 
     def local_log_prior(self, theta_global, theta_local) -> torch.Tensor:
         lp = 0.0

@@ -62,6 +62,9 @@ class HierarchicalGaussian(MultilevelModel):
         noise = torch.randn(b, j, n_obs, 1, generator=generator)
         return theta_local[:, :, None, :] + self.sigma * noise
 
+    def global_log_prior(self, theta_global):
+        return torch.distributions.Normal(0.0, self.mu_sd).log_prob(theta_global[..., 0])
+
     def local_log_prior(self, theta_global, theta_local):
         z = (theta_local[..., 0] - theta_global[..., None, 0]) / self.tau
         return -0.5 * z**2 - math.log(self.tau) - 0.5 * math.log(2 * math.pi)
