@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -86,11 +87,32 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
     gauss = ConjugateGaussian()
-    bad = NaNAfter(gauss, fail_at_call=2 + 5 + 2)  # NaN in the second epoch
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 2.*checkpoint of epoch 1"):
+    bad = NaNAfter(gauss, fail_at_call=2 + 5 + 2)  # NaN from the second step of the second epoch on
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at epoch 2, step 4 \(non-finite losses at steps "
+                                               r"\[2, 3, 4\].*checkpoint of epoch 1"):
         fit(PosteriorAmortizer(gauss, tiny_settings()), bad, settings=SETTINGS, checkpoint_dir=tmp_path,
             progress=False)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+
+class NaNOnce(Interrupting):
+    def simulate(self, batch_size, generator=None):
+        self.calls += 1
+        batch = self.model.simulate(batch_size, generator)
+        if self.calls == self.fail_at_call:
+            batch["theta_global"][0] = float("nan")  # one bad data set in one batch
+        return batch
+
+
+def test_an_isolated_nan_batch_is_skipped_and_counted():
+    gauss = ConjugateGaussian()
+    history = fit(PosteriorAmortizer(gauss, tiny_settings()), NaNOnce(gauss, fail_at_call=2 + 5 + 3),
+                  settings=SETTINGS, progress=False)
+    assert history["skipped_batches"].tolist() == [0, 1] + [0] * (len(history) - 2)
+    assert np.isfinite(history["train_loss"]).all()
+    with pytest.raises(TrainingDiverged, match="max_skipped_batches=0"):
+        fit(PosteriorAmortizer(gauss, tiny_settings()), NaNOnce(gauss, fail_at_call=2 + 5 + 3),
+            settings=dataclasses.replace(SETTINGS, max_skipped_batches=0), progress=False)
 
 
 def test_offline_training_on_a_fixed_budget_uses_a_validation_split():
