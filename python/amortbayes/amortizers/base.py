@@ -116,11 +116,14 @@ def select_parameters(names: Sequence[str], wanted: Sequence[str] | None) -> lis
 
 @contextlib.contextmanager
 def inference_mode(module: torch.nn.Module) -> Iterator[None]:
-    """Evaluation mode without gradients, restoring the previous training flag afterwards."""
+    """Evaluation mode without autograd (``torch.inference_mode``: no version counters either), restoring the training flag afterwards.
+
+    Tensors made inside cannot enter autograd later; every caller returns numpy arrays.
+    """
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             yield
     finally:
         module.train(was_training)

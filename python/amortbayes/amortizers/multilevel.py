@@ -369,12 +369,13 @@ class MultilevelAmortizer(nn.Module):
                 raise ValueError("importance_draws(): every proposal has zero weight under the model (likelihood or "
                                  "prior is zero at all amortized draws); the data do not fit the model or the amortizer")
             smoothed, k_hat = pareto_smooth(log_w.cpu().double().numpy())
-            probs = torch.as_tensor(np.exp(smoothed - smoothed.max()), dtype=torch.float64, device=dev)
-            picked = torch.multinomial(probs, int(n), replacement=True, generator=gen)
+            # resampling on the CPU, where the seeded generator lives (the draws may be on a GPU)
+            probs = torch.as_tensor(np.exp(smoothed - smoothed.max()), dtype=torch.float64)
+            picked = torch.multinomial(probs, int(n), replacement=True, generator=gen).to(dev)
             out = torch.empty(int(n), j, len(self.info.local_parameter_names), device=dev)
             for k in range(j):
-                inner = torch.softmax(local_log_w[k][picked], -1)  # (n, m); finite where the global weight is
-                which = torch.multinomial(inner, 1, generator=gen)[:, 0]
+                inner = torch.softmax(local_log_w[k][picked].double().cpu(), -1)  # (n, m); finite where the global weight is
+                which = torch.multinomial(inner, 1, generator=gen)[:, 0].to(dev)
                 out[:, k] = local[k][picked, which]
         diag = {**importance_diagnostics(smoothed), "pareto_k": k_hat, "proposals": int(proposals)}
         if warn and diag["pareto_k"] > RELIABLE_PARETO_K:
