@@ -56,7 +56,7 @@ class TrainSettings:
             many times per epoch; one more stops training with :class:`TrainingDiverged`.  A
             rare extreme prior draw can overflow a network once (seen on the diffusion model:
             a boundary of 27, 20 prior SDs out, after 3,300 good steps); a broken simulator or a
-            diverging optimizer fails every batch and still stops at once.
+            diverging optimizer fails every batch and stops at its third bad batch.
     """
 
     epochs: int = 20

@@ -69,3 +69,24 @@ def test_heavy_tailed_data_keep_summaries_and_densities_finite():
         flow._distribution._context_encoder[-2].linear.bias.fill_(1e4)  # a runaway context encoder
         means, log_stds = flow._distribution._compute_params(torch.zeros(1, 3))
     assert means.abs().max() <= 25.0 and log_stds.abs().max() <= 5.0
+
+
+def test_default_amortizer_sees_the_fastest_response_and_round_trips(tmp_path):
+    # the non-decision time must lie below every response time: the default summary carries
+    # each group's exact minimum and maximum, and a saved amortizer rebuilds with them
+    from amortbayes import load, save
+
+    model = HierarchicalDDM(n_groups=(3, 5), n_obs=(5, 20))
+    amortizer = MultilevelAmortizer(model)
+    assert amortizer.settings.group_extremes
+    amortizer.adapt(model.simulate(64, torch.Generator().manual_seed(0)))
+    b = model.simulate(1, torch.Generator().manual_seed(1))
+    stats = amortizer.group_summary.statistics(amortizer.x_std(b["x"][0]), b["mask"][0])
+    fastest = [b["x"][0, j, b["mask"][0, j] > 0, 0].min() for j in range(int(b["group_mask"].sum()))]
+    z_fastest = amortizer.x_std(torch.stack([torch.stack([f, torch.tensor(0.0)]) for f in fastest]))[:, 0]
+    torch.testing.assert_close(stats[: len(fastest), -5], z_fastest)  # minima of (rt, choice), maxima, log N
+    save(amortizer, tmp_path / "ddm")
+    again = load(tmp_path / "ddm", model=model)
+    assert again.settings.group_extremes
+    np.testing.assert_array_equal(amortizer.sample_draws(b, 5, seed=0).global_draws,
+                                  again.sample_draws(b, 5, seed=0).global_draws)
