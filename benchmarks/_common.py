@@ -47,3 +47,27 @@ def emit(result: dict, device: torch.device) -> None:
     result["torch"] = torch.__version__
     result["threads"] = torch.get_num_threads()
     print(json.dumps(result, indent=2))
+
+
+def against_reference(table, draws, reference, names: list[str]) -> dict:
+    """Accuracy of ``draws`` against ``reference`` draws (Stan's) in the benchmarks' JSON keys.
+
+    ``table`` is :func:`amortbayes.reference.compare_draws` of the two; ``names`` are the
+    global parameters (means in reference SDs, SD ratios, 95 % overlap, C2ST on them).  Rows
+    of ``table`` beyond ``names`` are group-level parameters, summarized by their worst mean
+    difference and their range of SD ratios.
+    """
+    from amortbayes.diagnostics import c2st
+
+    g = table.loc[names]
+    out = {
+        "global_mean_diff_in_stan_sd": g["mean_diff_in_sd"].round(3).to_dict(),
+        "global_sd_ratio": g["sd_ratio"].round(3).to_dict(),
+        "global_overlap_95": g["overlap_95"].round(3).to_dict(),
+    }
+    local = table.drop(index=names)
+    if len(local):
+        out["local_mean_diff_in_stan_sd_max"] = round(float(local["mean_diff_in_sd"].max()), 3)
+        out["local_sd_ratio_range"] = [round(float(local["sd_ratio"].min()), 3), round(float(local["sd_ratio"].max()), 3)]
+    out["c2st_global"] = round(c2st(draws[names].to_numpy(), reference[names].to_numpy(), max_samples=4000), 3)
+    return out

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from _common import emit, median_ms, parser, setup
+from _common import against_reference, emit, median_ms, parser, setup
 from amortbayes import MultilevelAmortizer, TrainSettings, fit, save
 from amortbayes.data import load_speed_acc
-from amortbayes.diagnostics import c2st, elpd_compare
+from amortbayes.diagnostics import elpd_compare
 from amortbayes.models import HierarchicalDDM
 
 
@@ -92,45 +92,25 @@ def main() -> None:
             "elpd_logo": round(float(loo["elpd"].sum()), 2),
             "logo_max_mc_se": round(float(loo["mc_se"].max()), 3),
         }
-        # the amortized posterior as an importance proposal (exact Wiener likelihood; k > 0.7 warns)
-        t0 = time.perf_counter()
-        try:
-            weighted = amortizer.importance_draws(data, model, 2000, proposals=args.proposals, importance=4, seed=1,
-                                                  warn=False)
-        except ValueError as err:  # every proposal outside the likelihood's support
-            weighted, is_entry = None, {"failed": str(err)}
-        else:
-            is_entry = {k: round(v, 3) for k, v in weighted.diagnostics.items()}
-        is_entry["seconds"] = round(time.perf_counter() - t0, 1)
-        entry["importance_sampled"] = is_entry
+        draw_sets, entry["importance_sampled"] = _importance(amortizer, model, data, amortized, args)
         if not args.no_stan:
-            draw_sets = {"amortized": amortized}
-            if weighted is not None:
-                draw_sets["importance_sampled"] = weighted.to_frame(0)
             stan_s, metrics = _against_stan(model, draw_sets, df, args, out / f"comparison_{bias}")
-            is_metrics = metrics.pop("importance_sampled", {})
             entry.update({
                 "stan_seconds": stan_s,
                 "stan_chains_warmup_draws": [args.stan_chains, args.stan_warmup, args.stan_draws],
                 "speedup_fit_vs_stan": round(stan_s / (fit_ms / 1000), 1),
-                **metrics["amortized"],
+                **metrics.pop("amortized"),
             })
-            entry["importance_sampled"].update(is_metrics)
+            entry["importance_sampled"].update(metrics.get("importance_sampled", {}))
             if args.also_simulated:  # the same design, data from the model: inside the training range
                 sim = _simulated_like(model, df)
                 sim_data = amortizer.prepare(sim, **kw)
-                draw_sets = {"amortized": amortizer.sample_draws(sim_data, 4000, seed=1).to_frame(0)}
-                try:
-                    sim_weighted = amortizer.importance_draws(sim_data, model, 2000, proposals=args.proposals,
-                                                              importance=4, seed=1, warn=False)
-                    draw_sets["importance_sampled"] = sim_weighted.to_frame(0)
-                except ValueError:
-                    sim_weighted = None
-                _, metrics = _against_stan(model, draw_sets, sim, args, out / f"comparison_{bias}_simulated")
-                entry["simulated_data_set"] = {**metrics["amortized"], **_simulated_logo(amortizer, model, sim, kw)}
-                if sim_weighted is not None:
-                    entry["simulated_data_set"]["importance_sampled"] = {
-                        **{k: round(v, 3) for k, v in sim_weighted.diagnostics.items()}, **metrics["importance_sampled"]}
+                sim_sets, sim_is = _importance(amortizer, model, sim_data,
+                                               amortizer.sample_draws(sim_data, 4000, seed=1).to_frame(0), args)
+                _, metrics = _against_stan(model, sim_sets, sim, args, out / f"comparison_{bias}_simulated")
+                sim_is.update(metrics.get("importance_sampled", {}))
+                entry["simulated_data_set"] = {**metrics["amortized"], **_simulated_logo(amortizer, model, sim, kw),
+                                               "importance_sampled": sim_is}
         result[f"ddm_{bias}_bias"] = entry
     if len(logo) == 2:
         cmp = elpd_compare(logo["subject"]["elpd"].to_numpy(), logo["shared"]["elpd"].to_numpy(),
@@ -147,6 +127,25 @@ CODINGS = {
 }
 
 
+def _importance(amortizer, model, data, amortized, args) -> tuple[dict, dict]:
+    """The draw sets to compare with Stan (amortized, and importance-sampled unless that fails) and the weights' diagnostics.
+
+    The amortized posterior is the proposal, the exact Wiener likelihood gives the weights.
+    """
+    t0 = time.perf_counter()
+    draw_sets = {"amortized": amortized}
+    try:
+        weighted = amortizer.importance_draws(data, model, 2000, proposals=args.proposals, importance=4, seed=1,
+                                              warn=False)
+    except ValueError as err:  # every proposal outside the likelihood's support
+        entry = {"failed": str(err)}
+    else:
+        entry = {k: round(v, 3) for k, v in weighted.diagnostics.items()}
+        draw_sets["importance_sampled"] = weighted.to_frame(0)
+    entry["seconds"] = round(time.perf_counter() - t0, 1)
+    return draw_sets, entry
+
+
 def _against_stan(model, draw_sets: dict, frame, args, path) -> tuple[float, dict]:
     """Stan's fit of ``frame`` and the comparison of the global marginals with each of ``draw_sets``.
 
@@ -161,13 +160,7 @@ def _against_stan(model, draw_sets: dict, frame, args, path) -> tuple[float, dic
     for i, (key, draws) in enumerate(draw_sets.items()):
         table = compare_draws(draws, stan.draws, parameters=names)
         table.to_csv(f"{path}.csv" if i == 0 else f"{path}_{key}.csv")
-        metrics[key] = {
-            "stan_max_rhat": round(stan.max_rhat, 4),
-            "global_mean_diff_in_stan_sd": table["mean_diff_in_sd"].round(3).to_dict(),
-            "global_sd_ratio": table["sd_ratio"].round(3).to_dict(),
-            "global_overlap_95": table["overlap_95"].round(3).to_dict(),
-            "c2st_global": round(c2st(draws[names].to_numpy(), stan.draws[names].to_numpy(), max_samples=4000), 3),
-        }
+        metrics[key] = {"stan_max_rhat": round(stan.max_rhat, 4), **against_reference(table, draws, stan.draws, names)}
     return round(stan.seconds, 1), metrics
 
 

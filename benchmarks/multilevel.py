@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from _common import emit, median_ms, parser, setup
+from _common import against_reference, emit, median_ms, parser, setup
 from amortbayes import MultilevelAmortizer, TrainSettings, fit, load, save
 from amortbayes.amortizers.multilevel import default_settings
 from amortbayes.data import load_sleepstudy
-from amortbayes.diagnostics import c2st, log_mean_exp, pooling_factor
+from amortbayes.diagnostics import log_mean_exp, pooling_factor
 from amortbayes.models import HierarchicalLinear
 
 GLOBAL = ["b_Intercept", "b_x", "sd_Intercept", "sd_x", "cor_Intercept_x", "sigma"]
@@ -120,8 +120,6 @@ def main() -> None:
         })
         table = compare_draws(amortized, ref)
         table.to_csv(out / "comparison.csv")
-        g = table.loc[GLOBAL]
-        local = table.drop(index=GLOBAL)
         lam_a = {n: pooling_factor(amortized[[f"r_{n}[{lab}]" for lab in labels]].to_numpy(),
                                    amortized[f"sd_{n}"].to_numpy()) for n in ("Intercept", "x")}
         lam_s = {n: pooling_factor(ref[[f"r_{n}[{lab}]" for lab in labels]].to_numpy(),
@@ -136,13 +134,8 @@ def main() -> None:
             "stan_max_rhat": round(stan.max_rhat, 4),
             "speedup_fit_vs_stan": round(stan.seconds / (fit_ms / 1000), 1),
             "speedup_logo_vs_18_stan_refits": round(18 * stan.seconds / (logo_ms / 1000), 1),
-            "global_mean_diff_in_stan_sd": g["mean_diff_in_sd"].round(3).to_dict(),
-            "global_sd_ratio": g["sd_ratio"].round(3).to_dict(),
-            "global_overlap_95": g["overlap_95"].round(3).to_dict(),
-            "local_mean_diff_in_stan_sd_max": round(float(local["mean_diff_in_sd"].max()), 3),
-            "local_sd_ratio_range": [round(float(local["sd_ratio"].min()), 3), round(float(local["sd_ratio"].max()), 3)],
+            **against_reference(table, amortized, ref, GLOBAL),
             "pooling_abs_diff_max": round(float(max(np.abs(lam_a[n] - lam_s[n]).max() for n in lam_a)), 3),
-            "c2st_global": round(c2st(amortized[GLOBAL].to_numpy(), ref[GLOBAL].to_numpy(), max_samples=4000), 3),
         })
         # the amortized posterior as an importance proposal for the exact one (Pareto-smoothed weights)
         is_kw = dict(proposals=8000, importance=4, warn=False)
@@ -150,20 +143,13 @@ def main() -> None:
         is_draws = amortizer.importance_draws(data, model, 4000, seed=1, **is_kw)
         weighted = is_draws.to_frame(0)
         t_is = compare_draws(weighted, ref)
-        g_is = t_is.loc[GLOBAL]
         result["importance_sampled"] = {
             "draws": 4000, **{k: is_kw[k] for k in ("proposals", "importance")},
             "ms": round(is_ms, 1),
             "speedup_vs_stan": round(stan.seconds / (is_ms / 1000), 1),
             "pareto_k": round(is_draws.diagnostics["pareto_k"], 3),
             "ess": round(is_draws.diagnostics["ess"], 1),
-            "global_mean_diff_in_stan_sd": g_is["mean_diff_in_sd"].round(3).to_dict(),
-            "global_sd_ratio": g_is["sd_ratio"].round(3).to_dict(),
-            "global_overlap_95": g_is["overlap_95"].round(3).to_dict(),
-            "local_mean_diff_in_stan_sd_max": round(float(t_is.drop(index=GLOBAL)["mean_diff_in_sd"].max()), 3),
-            "local_sd_ratio_range": [round(float(t_is.drop(index=GLOBAL)["sd_ratio"].min()), 3),
-                                     round(float(t_is.drop(index=GLOBAL)["sd_ratio"].max()), 3)],
-            "c2st_global": round(c2st(weighted[GLOBAL].to_numpy(), ref[GLOBAL].to_numpy(), max_samples=4000), 3),
+            **against_reference(t_is, weighted, ref, GLOBAL),
         }
         t_is.to_csv(out / "comparison_importance_sampled.csv")
         if args.same_statistics:

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from amortbayes.amortizers.base import inference_mode, make_generator, module_device, summarize_draws
-from amortbayes.diagnostics.importance import RELIABLE_PARETO_K, importance_diagnostics, pareto_smooth
+from amortbayes.diagnostics.importance import RELIABLE_PARETO_K, effective_sample_size, pareto_smooth
 from amortbayes.diagnostics.multilevel import log_mean_exp
 from amortbayes.networks import (
     DataRange,
@@ -377,7 +377,8 @@ class MultilevelAmortizer(nn.Module):
                 inner = torch.softmax(local_log_w[k][picked].double().cpu(), -1)  # (n, m); finite where the global weight is
                 which = torch.multinomial(inner, 1, generator=gen)[:, 0].to(dev)
                 out[:, k] = local[k][picked, which]
-        diag = {**importance_diagnostics(smoothed), "pareto_k": k_hat, "proposals": int(proposals)}
+        ess = effective_sample_size(smoothed)  # k-hat is the raw weights' tail; the ESS that of the weights used
+        diag = {"pareto_k": k_hat, "ess": ess, "ess_fraction": ess / int(proposals), "proposals": int(proposals)}
         if warn and diag["pareto_k"] > RELIABLE_PARETO_K:
             warnings.warn(
                 f"importance weights may be unreliable (Pareto k = {diag['pareto_k']:.2f} > {RELIABLE_PARETO_K}, "

@@ -27,7 +27,7 @@ from amortbayes.diagnostics.calibration import (
     posterior_contraction,
     posterior_z_scores,
 )
-from amortbayes.diagnostics.importance import importance_diagnostics, pareto_khat, pareto_smooth
+from amortbayes.diagnostics.importance import effective_sample_size, importance_diagnostics, pareto_khat, pareto_smooth
 from amortbayes.diagnostics.multilevel import elpd_compare, log_mean_exp, one_group_per_data_set, pooling_factor
 from amortbayes.diagnostics.recovery import recovery
 from amortbayes.diagnostics.sbc import (
@@ -42,6 +42,7 @@ from amortbayes.diagnostics.sbc import (
 __all__ = [
     "SBCBands",
     "c2st",
+    "effective_sample_size",
     "elpd_compare",
     "importance_diagnostics",
     "log_mean_exp",

@@ -47,6 +47,7 @@ def _gpd_fit(exceedances: np.ndarray) -> tuple[float, float]:
 
 
 def _tail(log_weights: Any) -> tuple[np.ndarray, int, float, np.ndarray]:
+    """``(log weights, tail size, largest finite log weight, sorted weights scaled to a maximum of 1)``."""
     lw = as_float_array(log_weights, "log_weights").reshape(-1)
     finite = lw[np.isfinite(lw)]
     if len(finite) < 10 or np.isnan(lw).any() or np.isposinf(lw).any():
@@ -67,19 +68,19 @@ def pareto_khat(log_weights: Any) -> float:
         >>> 0.75 < pareto_khat(heavy) < 1.05
         True
     """
-    return _fit_tail(log_weights)[0]
-
-
-def _fit_tail(log_weights: Any) -> tuple[float, float, float, int]:
-    """``(k, sigma, threshold, tail size)`` of the weights scaled to a maximum of 1."""
     _, tail, _, w = _tail(log_weights)
+    return _fit_tail(w, tail)[0]
+
+
+def _fit_tail(w: np.ndarray, tail: int) -> tuple[float, float, float]:
+    """``(k, sigma, threshold)`` of the ``tail`` largest of the sorted weights ``w`` (maximum 1)."""
     threshold = w[len(w) - tail - 1]
     exceed = w[len(w) - tail :] - threshold
     if (exceed > 0).sum() < 5:
         # the tail is (nearly) tied: no tail at all, unless a few weights tower over the rest
-        return (math.inf if exceed[-1] > threshold else -math.inf), 0.0, threshold, tail
+        return (math.inf if exceed[-1] > threshold else -math.inf), 0.0, threshold
     k, sigma = _gpd_fit(exceed[exceed > 0])
-    return k, sigma, threshold, tail
+    return k, sigma, threshold
 
 
 def pareto_smooth(log_weights: Any) -> tuple[np.ndarray, float]:
@@ -94,8 +95,8 @@ def pareto_smooth(log_weights: Any) -> tuple[np.ndarray, float]:
         >>> lw.shape, bool(k < 0.5), bool(np.exp(lw).max() <= 1.0)
         ((100,), True, True)
     """
-    lw, tail, top, _ = _tail(log_weights)
-    k, sigma, threshold, tail = _fit_tail(lw)
+    lw, tail, top, w = _tail(log_weights)
+    k, sigma, threshold = _fit_tail(w, tail)
     if not math.isfinite(k) or sigma <= 0:
         return lw.copy(), k
     order = np.argsort(np.where(np.isfinite(lw), lw, -np.inf))[len(lw) - tail :]
@@ -115,7 +116,17 @@ def importance_diagnostics(log_weights: Any) -> dict[str, float]:
         (100, True)
     """
     lw = as_float_array(log_weights, "log_weights").reshape(-1)
-    k = pareto_khat(lw)
+    ess = effective_sample_size(lw)
+    return {"pareto_k": pareto_khat(lw), "ess": ess, "ess_fraction": ess / len(lw)}
+
+
+def effective_sample_size(log_weights: Any) -> float:
+    """Kish's effective sample size ``(sum w)^2 / sum w^2`` of log importance weights.
+
+    Example:
+        >>> effective_sample_size(np.log([1.0, 1.0, 1.0, 1.0])), effective_sample_size([0.0, -np.inf])
+        (4.0, 1.0)
+    """
+    lw = as_float_array(log_weights, "log_weights").reshape(-1)
     w = np.exp(lw - lw[np.isfinite(lw)].max())
-    ess = float(w.sum() ** 2 / (w * w).sum())
-    return {"pareto_k": k, "ess": ess, "ess_fraction": ess / len(lw)}
+    return float(w.sum() ** 2 / (w * w).sum())
