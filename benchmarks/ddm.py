@@ -15,6 +15,9 @@ upper = "nonword" (52 % of responses) mu_nu's posterior lies inside its prior, w
 upper = "word" three prior SDs below it.  See python/amortbayes/data/PROVENANCE.md.
 A run whose --out folder holds finished checkpoints reuses the trained networks
 (training does not depend on the coding); train_seconds is the checkpointed training time.
+--init DIR continues training the amortizers saved in an earlier run's --out folder DIR
+(their standardization kept, a new learning-rate schedule of --epochs); train_seconds and
+train_simulations then include the earlier run's (from DIR's checkpoints).
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from pathlib import Path
 import torch
 
 from _common import against_reference, emit, median_ms, parser, setup
-from amortbayes import MultilevelAmortizer, TrainSettings, fit, save
+from amortbayes import MultilevelAmortizer, TrainSettings, fit, load, save
 from amortbayes.data import load_speed_acc
 from amortbayes.diagnostics import elpd_compare
 from amortbayes.models import HierarchicalDDM
+from amortbayes.train import CHECKPOINT_FILE
 
 
 def main() -> None:
@@ -47,6 +51,7 @@ def main() -> None:
     p.add_argument("--proposals", type=int, default=4000, help="proposals of the importance-sampled draws")
     p.add_argument("--coding", default="nonword_upper", choices=sorted(CODINGS),
                    help="which response is the upper boundary (see the module docstring)")
+    p.add_argument("--init", help="continue training the amortizers saved in this earlier --out folder")
     p.add_argument("--out", default="benchmark-ddm")
     args = p.parse_args()
     device = setup(args)
@@ -60,15 +65,16 @@ def main() -> None:
     logo = {}
     for bias in args.variants.split(","):
         model = HierarchicalDDM(bias=bias)
-        amortizer = MultilevelAmortizer(model)
+        amortizer = load(Path(args.init) / f"amortizer_{bias}", model=model) if args.init else MultilevelAmortizer(model)
         settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations,
                                  batch_size=args.batch_size, learning_rate=args.lr)
         t0 = time.perf_counter()
         history = fit(amortizer, model, settings=settings, device=args.device,
                       checkpoint_dir=out / f"ckpt_{bias}", resume=(out / f"ckpt_{bias}" / "checkpoint.pt").exists(),
-                      progress=False)
+                      adapt=not args.init, progress=False)
         # the checkpointed epochs' own times: a run that resumes (or reuses) a training reports all of it
         train_s = float(history["seconds"].sum()) if len(history) else time.perf_counter() - t0
+        before = _earlier_training(Path(args.init) / f"ckpt_{bias}") if args.init else {"seconds": 0.0, "steps": 0}
         amortizer.to("cpu").eval()
         save(amortizer, out / f"amortizer_{bias}")
         data = amortizer.prepare(df, **kw)
@@ -84,8 +90,10 @@ def main() -> None:
             "outside_training_range": [
                 amortizer.data_range.describe(k, v) for _, k, v in amortizer.data_range.outside(data.x, data.mask)
             ],
-            "train_seconds": round(train_s, 1),
-            "train_simulations": settings.epochs * settings.iterations_per_epoch * settings.batch_size,
+            "train_seconds": round(before["seconds"] + train_s, 1),
+            "train_simulations": (before["steps"] + settings.epochs * settings.iterations_per_epoch) * settings.batch_size,
+            **({"continued_from": {"train_seconds": round(before["seconds"], 1), "steps": before["steps"],
+                                   "final_val_loss": before["val_loss"]}} if args.init else {}),
             "final_val_loss": round(float(history["val_loss"].iloc[-1]), 3),
             "amortized_fit_ms_4000_draws": round(fit_ms, 1),
             "logo_seconds_all_groups": round(logo_s, 2),
@@ -125,6 +133,15 @@ CODINGS = {
     "word_upper": lambda df: df["response_upper"],
     "accuracy": lambda df: df["correct"],
 }
+
+
+def _earlier_training(ckpt_dir: Path) -> dict:
+    """Seconds, optimizer steps and final validation loss of the training checkpointed in ``ckpt_dir``."""
+    saved = torch.load(ckpt_dir / CHECKPOINT_FILE, weights_only=True, map_location="cpu")
+    history = saved["history"]
+    steps = sum(int(s["step"]) for s in list(saved["optimizer"]["state"].values())[:1])
+    return {"seconds": float(sum(h["seconds"] for h in history)), "steps": steps,
+            "val_loss": round(float(history[-1]["val_loss"]), 3)}
 
 
 def _importance(amortizer, model, data, amortized, args) -> tuple[dict, dict]:

@@ -100,6 +100,7 @@ def fit(
     device: str = "cpu",
     seed: int = 0,
     progress: bool = True,
+    adapt: bool = True,
 ) -> pd.DataFrame:
     """Train ``amortizer`` online on ``simulator`` or offline on a fixed simulated ``data`` batch.
 
@@ -114,6 +115,10 @@ def fit(
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``...).
         seed: seeds simulation, shuffling and any stochastic layers.
         progress: show a tqdm progress bar.
+        adapt: learn the standardization from ``adapt_sims`` simulations (or the training
+            data) first.  ``False`` continues training an amortizer that was trained before
+            (a larger budget, a lower learning rate) with the standardization its weights
+            were trained under; the optimizer and the schedule start afresh.
 
     Returns:
         The loss history, one row per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``lr``,
@@ -166,10 +171,12 @@ def fit(
         start_epoch, history = _load_checkpoint(
             ckpt_path, amortizer, optimizer, scheduler, gen, fingerprint, dev, ema
         )
-    else:
+    elif adapt:
         adapt_batch = train if train is not None else simulator.simulate(s.adapt_sims, gen)  # type: ignore[union-attr]
         amortizer.adapt({k: v.to(dev) for k, v in adapt_batch.items()})
         ema = [p.detach().clone() for p in params]
+    else:
+        _check_adapted(amortizer)
 
     bar = tqdm(
         range(start_epoch, s.epochs), desc="training", unit="epoch", disable=not progress,
@@ -242,6 +249,15 @@ def _swap(ema: list[torch.Tensor], params: list[torch.Tensor]) -> None:
             tmp = p.detach().clone()
             p.copy_(e)
             e.copy_(tmp)
+
+
+def _check_adapted(amortizer: torch.nn.Module) -> None:
+    unfitted = [name for name, buf in amortizer.named_buffers() if name.endswith("fitted") and not bool(buf)]
+    if unfitted:
+        raise ValueError(
+            f"fit(adapt=False) continues training an amortizer whose standardization was learned before, "
+            f"but this one's is not ({', '.join(n.rsplit('.', 1)[0] for n in unfitted)}); train it with adapt=True first"
+        )
 
 
 def train_size(batch: Batch) -> int:

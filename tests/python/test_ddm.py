@@ -90,3 +90,35 @@ def test_default_amortizer_sees_the_fastest_response_and_round_trips(tmp_path):
     assert again.settings.group_extremes
     np.testing.assert_array_equal(amortizer.sample_draws(b, 5, seed=0).global_draws,
                                   again.sample_draws(b, 5, seed=0).global_draws)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bias", ["shared", "subject"])
+def test_likelihood_is_stans_at_stans_draws(bias):
+    """The amortizer's training simulator, our Wiener density and the Stan reference are one model.
+
+    Stan's ``log_lik_group`` (its ``wiener_lpdf``, lower-boundary responses mirrored) at its own
+    posterior draws equals :meth:`HierarchicalDDM.log_likelihood` of the same draws.
+    """
+    pytest.importorskip("stan")
+    from amortbayes.reference import fit_stan
+
+    model = HierarchicalDDM(bias=bias)
+    df = load_speed_acc().assign(choice=lambda d: (1 - d["response_upper"]).astype(float))
+    df = df[df["id"].isin(df["id"].unique()[:3])].groupby("id", observed=True).head(30)
+    fit = fit_stan(model.name, model.stan_data(df, group="id", rt="rt", choice="choice"), backend="pystan",
+                   chains=1, warmup=150, draws=40, seed=3)
+    d = fit.draws
+    groups = [g for _, g in df.groupby("id", observed=True)]
+    x = torch.zeros(1, 3, 30, 2, dtype=torch.float64)
+    mask = torch.zeros(1, 3, 30, dtype=torch.float64)
+    for j, g in enumerate(groups):
+        x[0, j, : len(g)] = torch.tensor(g[["rt", "choice"]].to_numpy())
+        mask[0, j, : len(g)] = 1.0
+    theta_g = torch.tensor(d[list(model.parameter_names)].to_numpy())
+    theta_l = torch.stack([torch.tensor(d[[f"{n}[{j}]" for j in (1, 2, 3)]].to_numpy())
+                           for n in model.local_parameter_names], dim=-1)
+    ours = model.log_likelihood(theta_g, theta_l, x, mask).numpy()
+    stan = d[[f"log_lik_group[{j}]" for j in (1, 2, 3)]].to_numpy()
+    assert np.all(np.isfinite(stan)) and stan.std() > 0.1  # the draws move the likelihood
+    np.testing.assert_allclose(ours, stan, rtol=1e-5, atol=1e-4)

@@ -67,6 +67,21 @@ def test_resume_continues_from_the_last_epoch_with_the_same_optimizer_state(tmp_
         torch.testing.assert_close(a, b, msg=name)
 
 
+def test_continued_training_keeps_the_standardization_and_lowers_the_loss():
+    model = ConjugateGaussian()
+    amortizer = PosteriorAmortizer(model, tiny_settings())
+    first = fit(amortizer, model, settings=SETTINGS, progress=False)
+    learned = {k: v.clone() for k, v in amortizer.state_dict().items() if k.endswith(("mean", "std"))}
+    more = fit(amortizer, model, settings=dataclasses.replace(SETTINGS, learning_rate=3e-3),
+               adapt=False, progress=False)
+    for name, value in learned.items():  # the weights were trained under this standardization
+        torch.testing.assert_close(amortizer.state_dict()[name], value, msg=name)
+    assert more["val_loss"].iloc[-1] < first["val_loss"].iloc[-1]
+    # a fresh amortizer has nothing to continue from
+    with pytest.raises(ValueError, match="adapt=False.*standardization.*not.*adapt=True first"):
+        fit(PosteriorAmortizer(model, tiny_settings()), model, settings=SETTINGS, adapt=False, progress=False)
+
+
 def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
     gauss = ConjugateGaussian()
     fit(PosteriorAmortizer(gauss, tiny_settings()), gauss, settings=SETTINGS, checkpoint_dir=tmp_path, progress=False)
