@@ -12,6 +12,7 @@ from nflows.transforms.splines.rational_quadratic import unconstrained_rational_
 
 import amortbayes.networks.coupling as coupling
 from amortbayes.networks import FlowSettings, build_flow, sample_flow
+from amortbayes.networks.context import PairedContext
 from amortbayes.networks.coupling import AffineCoupling, SplineCoupling, rational_quadratic_spline
 
 BOUND = 3.0
@@ -219,6 +220,32 @@ def test_sample_flow_with_grouped_context_matches_repeated_context():
     repeated, _ = flow._transform.inverse(noise, context=context.repeat_interleave(50, dim=0))
     assert torch.allclose(grouped, repeated, atol=1e-5)
     assert sample_flow(flow, 50, context, torch.Generator().manual_seed(0)).shape == (3, 50, 4)
+
+
+@pytest.mark.parametrize("kind,dim", [("spline", 3), ("affine", 2), ("spline", 1)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_paired_context_gives_the_concatenated_result(kind, dim, threads, monkeypatch):
+    """All (group, draw) pairs as a PairedContext: the same draws and densities as the written-out rows."""
+    torch.manual_seed(6)
+    flow = randomized(build_flow(dim, 5, FlowSettings(kind=kind, layers=2, hidden=16)), scale=0.3)
+    inner, outer = torch.randn(2, 7, 2), torch.randn(2, 30, 3)  # 2 data sets, 7 groups, 30 draws
+    paired = PairedContext(inner, outer)
+    rows = paired.materialize()
+    assert rows.shape == paired.shape == (2 * 30 * 7, 5)
+    torch.testing.assert_close(rows.view(2, 30, 7, 5)[1, 4, 6], torch.cat([inner[1, 6], outer[1, 4]]))
+    monkeypatch.setattr(coupling, "CPU_CHUNK_ROWS", 16)  # many pieces, some splitting a data set's draws
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            a, log_a = sample_flow(flow, 1, paired, torch.Generator().manual_seed(2), log_prob=True)
+            b, log_b = sample_flow(flow, 1, rows, torch.Generator().manual_seed(2), log_prob=True)
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(log_a, log_b, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="inner .B, J, C. and outer .B, I, C."):
+        PairedContext(inner, outer[:1])
 
 
 @pytest.mark.parametrize("kind", ["spline", "affine"])

@@ -55,6 +55,7 @@ from amortbayes.networks import (
     build_summary,
     sample_flow,
 )
+from amortbayes.networks.context import PairedContext
 from amortbayes.networks.standardize import soft_bound
 from amortbayes.networks.summary import n_statistics, with_statistics
 from amortbayes.simulation import Batch, ModelInfo, MultilevelData, prepare_multilevel
@@ -288,17 +289,20 @@ class MultilevelAmortizer(nn.Module):
         )
 
     def _sample_local(self, groups, zg, gmask, gen) -> torch.Tensor:
+        """One local draw per group and global draw, ``(B, n, J, L)``; NaN for padded groups.
+
+        The context of group ``j`` under global draw ``i`` is ``[groups[j], zg[i]]``, passed as
+        a :class:`PairedContext` (never concatenated: J = 100 groups and 1,000 draws would be
+        100,000 rows).  Padded groups are sampled too (finite dummy embeddings) and blanked
+        afterwards: cheaper than gathering the valid rows.
+        """
         b, n, _ = zg.shape
         j = groups.shape[1]
-        context = torch.cat([groups[:, None].expand(b, n, j, -1), zg[:, :, None].expand(b, n, j, -1)], dim=-1)
-        if bool((gmask > 0).all()):  # no padded groups (one data set): no gather and scatter of 100k rows
-            zl = sample_flow(self.local_flow, 1, context.reshape(b * n * j, -1), gen)[:, 0]
-            return self.local_map.inverse(zl).reshape(b, n, j, -1)
-        valid = (gmask > 0)[:, None, :].expand(b, n, j)
-        zl = sample_flow(self.local_flow, 1, context[valid], gen)[:, 0]
-        out = torch.full((b, n, j, len(self.info.local_parameter_names)), float("nan"), device=zg.device)
-        out[valid] = self.local_map.inverse(zl)
-        return out
+        zl = sample_flow(self.local_flow, 1, PairedContext(groups, zg), gen)[:, 0]
+        out = self.local_map.inverse(zl).reshape(b, n, j, -1)
+        if bool((gmask > 0).all()):
+            return out
+        return out.masked_fill((gmask <= 0)[:, None, :, None], float("nan"))
 
     def sample(self, data: Any, n: int = 1000, *, seed: int | None = None, **kwargs: Any) -> pd.DataFrame:
         """Wide DataFrame of draws for one data set: ``mu_alpha, ..., alpha[group], ...``."""

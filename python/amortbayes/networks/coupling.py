@@ -39,7 +39,8 @@ The first layer is split as ``W [x_b, c] = W_x x_b + W_c c`` and every context t
 context is never concatenated to the inputs.  The context may also be given once per
 *group* of consecutive rows (``(G, C)`` for ``N = G r`` inputs, as if repeated with
 ``repeat_interleave(r)``): sampling ``r`` draws per data set then computes the context
-terms once per data set.  On CPU large batches run in chunks of ``CPU_CHUNK_ROWS`` rows
+terms once per data set; or as a :class:`~amortbayes.networks.context.PairedContext` of
+all (group, global draw) pairs, whose context terms cost one product per group and per draw.  On CPU large batches run in chunks of ``CPU_CHUNK_ROWS`` rows
 so that the activations stay in cache (same result, several times faster); without
 gradients and with ``T > 1`` torch threads, ``T`` single-threaded workers share the chunks.
 
@@ -60,6 +61,8 @@ import torch
 import torch.nn.functional as F
 from nflows.transforms.base import Transform
 from torch import nn
+
+from amortbayes.networks.context import PairedContext
 
 MIN_BIN_SIZE = 1e-3  # smallest bin width and height, as a fraction of [-B, B]
 MIN_DERIVATIVE = 1e-3
@@ -132,7 +135,10 @@ class ResidualConditioner(nn.Module):
         """Outputs for ``x (N, in)`` and ``context (N, C)`` or ``(G, C)``, one row per group of ``N / G`` rows."""
         n, g, hid = x.shape[0], context.shape[0], self.hidden
         r = n // g if g else 1
-        ctx = self.context(context)
+        if isinstance(context, PairedContext):
+            ctx = context.linear(self.context.weight, self.context.bias)
+        else:
+            ctx = self.context(context)
         if r == 1:
             h = torch.addmm(ctx[:, :hid], x, self.inputs.weight.t())
         else:
@@ -264,7 +270,11 @@ def _chunked(fn, inputs: torch.Tensor, context: torch.Tensor) -> tuple[torch.Ten
     workers = torch.get_num_threads()
     pooled = workers > 1 and not torch.is_grad_enabled() and _thread_local_threads()
     n, g = inputs.shape[0], context.shape[0]
-    if n <= 2 * CPU_CHUNK_ROWS:
+    if isinstance(context, PairedContext):
+        if n <= 2 * CPU_CHUNK_ROWS and not pooled:
+            return fn(inputs, context)
+        pieces = [(inputs[start:stop], part) for start, stop, part in context.pieces(CPU_CHUNK_ROWS)]
+    elif n <= 2 * CPU_CHUNK_ROWS:
         if not pooled:
             return fn(inputs, context)
         pieces = [(inputs, context)]
@@ -319,7 +329,10 @@ def _check(inputs: torch.Tensor, context: torch.Tensor | None, features: int) ->
     if inputs.dim() != 2 or inputs.shape[1] != features:
         raise ValueError(f"expected inputs of shape (batch, {features}), got {tuple(inputs.shape)}")
     n = inputs.shape[0]
-    g = None if context is None or context.dim() != 2 else context.shape[0]
+    if isinstance(context, PairedContext):
+        g = context.shape[0] if context.shape[0] == n else None
+    else:
+        g = None if context is None or context.dim() != 2 else context.shape[0]
     if g is None or not (g == n or (g > 0 and n % g == 0)):
         got = None if context is None else tuple(context.shape)
         raise ValueError(

@@ -27,6 +27,7 @@ from nflows.transforms.autoregressive import (
 from nflows.transforms.base import CompositeTransform
 from nflows.transforms.permutations import Permutation, RandomPermutation
 
+from amortbayes.networks.context import PairedContext
 from amortbayes.networks.coupling import AffineCoupling, SplineCoupling, _chunked
 from amortbayes.networks.summary import SkipMLP
 
@@ -129,6 +130,8 @@ def sample_flow(
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``n`` draws per context row, shape ``(B, n, dim)``, in one vectorized pass.
 
+    ``context`` is a ``(B, C)`` tensor or a :class:`PairedContext` of ``B`` rows.
+
     With ``log_prob=True`` also returns the flow's log density of each draw ``(B, n)``,
     from the same pass: ``log q(theta) = log p_base(u) - log|det d theta / d u|`` for the
     base draw ``u`` (what ``flow.log_prob`` would give, at half the cost).
@@ -138,10 +141,13 @@ def sample_flow(
     # coupling layers take one context row per data set (context terms computed once, not n times)
     steps = flow._transform._transforms if isinstance(flow._transform, CompositeTransform) else [flow._transform]
     grouped = all(isinstance(t, (Permutation, SplineCoupling, AffineCoupling)) for t in steps)
+    if not grouped and isinstance(context, PairedContext):  # nflows' own transforms take tensors
+        context = context.materialize()
     ctx = context if grouped else context.repeat_interleave(n, dim=0)
     eps = torch.randn(b, n, dim, generator=generator, dtype=context.dtype).to(context.device)
     # once per context row; in cache-sized chunks on CPU (measured: 4x faster at 100k rows)
-    means, log_stds = _chunked(lambda _, c: flow._distribution._compute_params(c), context, context)
+    rows = context if isinstance(context, torch.Tensor) else torch.empty(b, 0, device=context.device)
+    means, log_stds = _chunked(lambda _, c: flow._distribution._compute_params(c), rows, context)
     noise = (means[:, None] + torch.exp(log_stds)[:, None] * eps).reshape(b * n, dim)
     theta, logabsdet = flow._transform.inverse(noise, context=ctx)
     theta = theta.reshape(b, n, dim)

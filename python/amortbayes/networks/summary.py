@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from amortbayes.networks.context import PairedContext
 from amortbayes.networks.standardize import soft_bound
 from amortbayes.simulation import log_n
 
@@ -56,7 +57,12 @@ class SkipMLP(nn.Module):
         self.linear = nn.Linear(n_in, n_out)
         self.mlp = mlp(n_in, n_hidden, n_out, depth)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | PairedContext) -> torch.Tensor:
+        if isinstance(x, PairedContext):  # first layers from one product per half (see PairedContext)
+            first = self.mlp[0]
+            both = x.linear(torch.cat([self.linear.weight, first.weight]), torch.cat([self.linear.bias, first.bias]))
+            direct, hidden = both.split([self.linear.out_features, first.out_features], dim=-1)
+            return direct + self.mlp[1:](hidden)
         return self.linear(x) + self.mlp(x)
 
 
