@@ -20,7 +20,7 @@ CASES = {
         epochs=40, iterations_per_epoch=250, batch_size=32, learning_rate=3e-3)),  # benchmarks/multilevel.py
     "ar1_multilevel": (AR1Multilevel(), MultilevelSettings(group_summary="recurrent"), TrainSettings(
         epochs=30, iterations_per_epoch=200, batch_size=32)),
-    "ddm_shared_bias": (HierarchicalDDM(), MultilevelSettings(), TrainSettings(
+    "ddm_shared_bias": (HierarchicalDDM(), default_settings(HierarchicalDDM()), TrainSettings(
         epochs=20, iterations_per_epoch=150, batch_size=32, learning_rate=5e-4)),
 }
 
