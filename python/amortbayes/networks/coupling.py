@@ -40,7 +40,8 @@ context is never concatenated to the inputs.  The context may also be given once
 *group* of consecutive rows (``(G, C)`` for ``N = G r`` inputs, as if repeated with
 ``repeat_interleave(r)``): sampling ``r`` draws per data set then computes the context
 terms once per data set; or as a :class:`~amortbayes.networks.context.PairedContext` of
-all (group, global draw) pairs, whose context terms cost one product per group and per draw.  On CPU large batches run in chunks of ``CPU_CHUNK_ROWS`` rows
+all (group, global draw) pairs, whose context terms cost one product per group and one
+per draw.  On CPU large batches run in chunks of ``CPU_CHUNK_ROWS`` rows
 so that the activations stay in cache (same result, several times faster); without
 gradients and with ``T > 1`` torch threads, ``T`` single-threaded workers share the chunks.
 
