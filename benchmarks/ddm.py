@@ -139,7 +139,7 @@ def _earlier_training(ckpt_dir: Path) -> dict:
     """Seconds, optimizer steps and final validation loss of the training checkpointed in ``ckpt_dir``."""
     saved = torch.load(ckpt_dir / CHECKPOINT_FILE, weights_only=True, map_location="cpu")
     history = saved["history"]
-    steps = sum(int(s["step"]) for s in list(saved["optimizer"]["state"].values())[:1])
+    steps = int(next(iter(saved["optimizer"]["state"].values()))["step"])  # Adam's count of updates
     return {"seconds": float(sum(h["seconds"] for h in history)), "steps": steps,
             "val_loss": round(float(history[-1]["val_loss"]), 3)}
 

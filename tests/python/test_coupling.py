@@ -244,6 +244,9 @@ def test_paired_context_gives_the_concatenated_result(kind, dim, threads, monkey
         torch.set_num_threads(before)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(log_a, log_b, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():  # several draws per pair: written out, same result
+        many = sample_flow(flow, 3, paired, torch.Generator().manual_seed(4))
+        torch.testing.assert_close(many, sample_flow(flow, 3, rows, torch.Generator().manual_seed(4)))
     with pytest.raises(ValueError, match="inner .B, J, C. and outer .B, I, C."):
         PairedContext(inner, outer[:1])
 

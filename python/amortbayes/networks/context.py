@@ -82,8 +82,9 @@ class PairedContext:
         b, j, _ = self.inner.shape
         i = self.outer.shape[1]
         per = max(1, rows // j)
-        return [
-            ((k * i + s) * j, (k * i + min(s + per, i)) * j, PairedContext(self.inner[k : k + 1], self.outer[k : k + 1, s : s + per]))
-            for k in range(b)
-            for s in range(0, i, per)
-        ]
+        out = []
+        for k in range(b):
+            for s in range(0, i, per):
+                part = PairedContext(self.inner[k : k + 1], self.outer[k : k + 1, s : s + per])
+                out.append(((k * i + s) * j, (k * i + min(s + per, i)) * j, part))
+        return out
