@@ -17,6 +17,8 @@ safe in scripts, notebooks (the returned figure displays itself) and through ret
 - :func:`plot_loss`: training and validation loss per epoch.
 - :func:`plot_posterior_pairs`: pair plot of draws, optionally over reference draws.
 - :func:`plot_group_intervals`: forest plot of group-level parameters against a reference, with pooling factors.
+- :func:`plot_logo`: leave-one-group-out ELPD per group for one or two models, with
+  ``elpd_diff`` and its SE (Habermann et al. 2024, Figure 9).
 
 References:
     Talts, Betancourt, Simpson, Vehtari & Gelman (2018). Validating Bayesian inference
@@ -49,6 +51,7 @@ import pandas as pd
 from scipy import stats
 
 from amortbayes.diagnostics import (
+    elpd_compare,
     expected_coverage,
     posterior_contraction,
     posterior_z_scores,
@@ -73,6 +76,8 @@ __all__ = [
     "plot_coverage",
     "plot_loss",
     "plot_posterior_pairs",
+    "plot_group_intervals",
+    "plot_logo",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -493,4 +498,55 @@ def plot_group_intervals(
             ax.set_title(name, fontsize="small")
         ax.set_yticks(y, groups, fontsize="x-small")
         ax.legend(fontsize="x-small", frameon=False, loc="best")
+    return _finish(fig, path)
+
+
+def plot_logo(
+    logo: pd.DataFrame,
+    other: pd.DataFrame | None = None,
+    path: PathLike | None = None,
+    *,
+    labels: tuple[str, str] = ("model a", "model b"),
+) -> Figure:
+    """Leave-one-group-out ELPD of every group, for one model or two on the same groups.
+
+    Takes the frames of :meth:`MultilevelAmortizer.logo` (``group``, ``elpd`` and, when
+    present, ``q10``/``q90``: the 80 % interval of the left-out group's log predictive
+    density over its LOGO posterior).  Each group gets its ELPD as a point and the interval
+    as a vertical line, ``other`` just to the right in another colour; with two models the
+    title gives ``elpd_diff`` (``logo`` minus ``other``) and its standard error
+    (:func:`amortbayes.diagnostics.elpd_compare`), as Figure 9 of Habermann et al. (2024).
+
+    Example:
+        >>> a = pd.DataFrame({"group": ["s1", "s2", "s3"], "elpd": [-10.0, -12.0, -9.0]})
+        >>> fig = plot_logo(a, a.assign(elpd=a["elpd"] - 1), labels=("subject bias", "shared bias"))
+        >>> fig.axes[0].get_title()
+        'elpd_diff (subject bias - shared bias) = 3.0 ± 0.0'
+    """
+    frames = [logo] if other is None else [logo, other]
+    for frame in frames:
+        if not isinstance(frame, pd.DataFrame) or not {"group", "elpd"} <= set(frame.columns):
+            raise TypeError("plot_logo takes the DataFrames of MultilevelAmortizer.logo() (columns group, elpd)")
+    if other is not None and list(map(str, other["group"])) != list(map(str, logo["group"])):
+        raise ValueError("the two LOGO frames must hold the same groups in the same order")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(4.0, 0.35 * len(logo) + 1.5), 3.2), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(logo), dtype=float)
+    for frame, colour, label, dx in zip(frames, (_MAIN, _REFERENCE), labels, (-0.12, 0.12)):
+        elpd = frame["elpd"].to_numpy(float)
+        if {"q10", "q90"} <= set(frame.columns):
+            ax.vlines(x + dx, frame["q10"].to_numpy(float), frame["q90"].to_numpy(float), color=colour, lw=1.5)
+        ax.plot(x + dx, elpd, "o", color=colour, ms=4, label=label if other is not None else None)
+    ax.set_xticks(x, [str(g) for g in logo["group"]], fontsize="x-small", rotation=90 if len(logo) > 20 else 0)
+    ax.set_xlabel("left-out group")
+    ax.set_ylabel("log p(x_k | x_-k)")
+    if other is not None:
+        cmp = elpd_compare(logo["elpd"].to_numpy(float), other["elpd"].to_numpy(float))
+        ax.set_title(f"elpd_diff ({labels[0]} - {labels[1]}) = {cmp['elpd_diff'].item():.1f} ± "
+                     f"{cmp['se_diff'].item():.1f}", fontsize="small")
+        ax.legend(fontsize="x-small", frameon=False)
+    else:
+        ax.set_title(f"elpd_logo = {logo['elpd'].sum():.1f}", fontsize="small")
     return _finish(fig, path)

@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from amortbayes import FlowSettings, MultilevelAmortizer, MultilevelSettings, TrainSettings, fit, load, save
-from amortbayes.diagnostics import elpd_compare, one_group_per_data_set, pooling_factor, sbc_check
+from amortbayes.diagnostics import (
+    elpd_compare,
+    one_group_per_data_set,
+    pooling_factor,
+    psis_logo,
+    sbc_check,
+    weighted_quantiles,
+)
 from amortbayes.models import HierarchicalGaussian, HierarchicalLinear
 from amortbayes.simulation import prepare_multilevel
 
@@ -104,14 +111,64 @@ def test_local_sbc_passes_and_detects_overconfidence(trained_hg):
     assert not sbc_check(centre + 0.5 * (local - centre), truth, ["theta"])["passed"].any()
 
 
+def exact_log_px(model: HierarchicalGaussian, rows: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """``log p(rows | mu)`` of one group, its mean integrated out: ``MVN(mu 1, sigma^2 I + tau^2 1 1')``."""
+    cov = model.sigma**2 * np.eye(rows.size) + model.tau**2 * np.ones((rows.size, rows.size))
+    r = rows[None, :] - np.asarray(mu, float)[:, None]
+    return -0.5 * (rows.size * np.log(2 * np.pi) + np.linalg.slogdet(cov)[1]
+                   + np.einsum("si,ij,sj->s", r, np.linalg.inv(cov), r))
+
+
+def test_psis_logo_from_exact_full_posterior_draws_matches_exact_elpd():
+    model = HierarchicalGaussian()
+    b = model.simulate(1, torch.Generator().manual_seed(3), n_groups=10, n_obs=8)
+    x, mask = b["x"][0].numpy()[..., 0], b["mask"][0].numpy()
+    post = model.posterior(b["x"].numpy(), b["mask"].numpy(), b["group_mask"].numpy())
+    mu = np.random.default_rng(0).normal(post["mu_mean"][0], post["mu_sd"][0], 4000)
+    log_px = np.stack([exact_log_px(model, x[k][mask[k] > 0], mu) for k in range(10)], -1)
+    out = psis_logo(log_px, [f"g{k}" for k in range(10)])
+    assert out["group"].tolist()[:2] == ["g0", "g1"] and (out["khat"] < 0.5).all()
+    np.testing.assert_allclose(out["elpd"], model.logo_elpd(x[..., None], mask), atol=0.02)
+    # the plain average over the full posterior (no reweighting) counts each group twice: too high
+    naive = np.log(np.exp(log_px).mean(0))
+    assert (naive - model.logo_elpd(x[..., None], mask)).sum() > 0.5
+    with pytest.raises(ValueError, match="at least 10 draws"):
+        psis_logo(log_px[:5])
+    with pytest.raises(ValueError, match="zero likelihood"):
+        psis_logo(np.where(np.arange(4000)[:, None] == 0, -np.inf, log_px))
+
+
+def test_group_log_evidence_is_the_exact_group_marginal(trained_hg):
+    model, amortizer = trained_hg
+    b = model.simulate(1, torch.Generator().manual_seed(4), n_groups=6, n_obs=5)
+    post = model.posterior(b["x"].numpy(), b["mask"].numpy(), b["group_mask"].numpy())
+    mu = post["mu_mean"][0] + post["mu_sd"][0] * np.linspace(-2.5, 2.5, 7)  # across the posterior
+    got = amortizer.group_log_evidence(b, model, pd.DataFrame({"mu": mu, "lp__": 0.0}), importance=64, seed=0)
+    x, mask = b["x"][0].numpy()[..., 0], b["mask"][0].numpy()
+    want = np.stack([exact_log_px(model, x[k][mask[k] > 0], mu) for k in range(6)], -1)
+    assert got.shape == (7, 6)
+    np.testing.assert_allclose(got, want, atol=0.05)
+    with pytest.raises(ValueError, match="missing parameter"):
+        amortizer.group_log_evidence(b, model, pd.DataFrame({"sigma": mu}))
+
+
 def test_logo_elpd_matches_the_exact_predictive_density(trained_hg):
     model, amortizer = trained_hg
     b = model.simulate(1, torch.Generator().manual_seed(9), n_groups=8, n_obs=6)
     logo = amortizer.logo(b, model, n=2000, importance=16, seed=0)
     exact = model.logo_elpd(b["x"][0].numpy(), b["mask"][0].numpy())
-    assert list(logo.columns) == ["group", "elpd", "mc_se"] and len(logo) == 8
+    assert list(logo.columns) == ["group", "elpd", "mc_se", "q10", "q90"] and len(logo) == 8
     np.testing.assert_allclose(logo["elpd"].to_numpy(), exact, atol=0.25)
     assert abs(logo["elpd"].sum() - exact.sum()) < 1.0
+    # the 80 % interval of log p(x_k | mu) under the exact LOGO posterior mu ~ Normal(m, s^2)
+    x, mask = b["x"][0].numpy()[..., 0], b["mask"][0].numpy()
+    for k in range(8):
+        keep = np.arange(8) != k
+        post = model.posterior(x[None, keep, :, None], mask[None, keep], np.ones((1, 7)))
+        mu = np.random.default_rng(k).normal(post["mu_mean"][0], post["mu_sd"][0], 100_000)
+        want = np.quantile(exact_log_px(model, x[k][mask[k] > 0], mu), [0.1, 0.9])
+        got = logo.loc[k, ["q10", "q90"]].to_numpy(float)
+        assert np.all(np.abs(got - want) < 0.1 + 0.1 * (want[1] - want[0])), (k, got, want)
 
 
 def test_logo_weights_stay_balanced_for_an_outlying_group(trained_hg):
@@ -131,6 +188,18 @@ def test_logo_weights_stay_balanced_for_an_outlying_group(trained_hg):
     np.testing.assert_allclose(elpd.mean(0), exact, atol=0.35)
     with pytest.raises(ValueError, match="n >= 2"):
         amortizer.logo(b, model, n=1)
+
+
+def test_weighted_quantiles_match_repeated_values():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=50)
+    counts = rng.integers(1, 6, size=50)  # integer weights = values repeated that often
+    got = weighted_quantiles(torch.tensor(values), torch.log(torch.tensor(counts, dtype=torch.float64)), (0.1, 0.5, 0.9))
+    want = np.quantile(np.repeat(values, counts), [0.1, 0.5, 0.9], method="inverted_cdf")
+    np.testing.assert_allclose(got.numpy(), want)
+    batched = weighted_quantiles(torch.tensor(np.stack([values, -values])), torch.zeros(2, 50), (0.5,))
+    np.testing.assert_allclose(batched[:, 0].numpy(), [np.quantile(values, 0.5, method="inverted_cdf"),
+                                                      np.quantile(-values, 0.5, method="inverted_cdf")])
 
 
 def test_elpd_compare_and_pooling_factor_closed_values():

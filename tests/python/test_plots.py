@@ -119,6 +119,22 @@ def test_plot_group_intervals(tmp_path: Path) -> None:
         plots.plot_group_intervals(draws[["sigma"]])
 
 
+def test_plot_logo(tmp_path: Path) -> None:
+    a = pd.DataFrame({"group": ["1", "2", "3", "4"], "elpd": [-10.0, -40.0, -35.0, -22.0],
+                      "q10": [-10.5, -41.0, -35.5, -22.4], "q90": [-9.8, -39.5, -34.9, -21.9]})
+    b = a.assign(elpd=a["elpd"] - [1.0, 2.0, 0.0, 1.0])
+    fig = plots.plot_logo(a, b, path=tmp_path / "logo.png", labels=("subject", "shared"))
+    assert_png(fig, tmp_path / "logo.png")
+    # differences 1, 2, 0, 1: sum 4, SE sqrt(4 * var) = sqrt(4 * 2/3)
+    assert fig.axes[0].get_title() == f"elpd_diff (subject - shared) = 4.0 ± {np.sqrt(8 / 3):.1f}"
+    assert len(fig.axes[0].collections) == 2  # one set of 80 % intervals per model
+    assert plots.plot_logo(a[["group", "elpd"]]).axes[0].get_title() == "elpd_logo = -107.0"
+    with pytest.raises(ValueError, match="same groups"):
+        plots.plot_logo(a, b.iloc[::-1])
+    with pytest.raises(TypeError, match="columns group, elpd"):
+        plots.plot_logo(a.drop(columns="elpd"))
+
+
 def test_plot_validates_like_the_diagnostics() -> None:
     draws, truth = conjugate()
     with pytest.raises(ValueError, match="parameter_names has 1 name"):

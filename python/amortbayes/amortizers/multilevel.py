@@ -42,9 +42,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from amortbayes.amortizers.base import inference_mode, make_generator, module_device, summarize_draws
+from amortbayes.amortizers.base import inference_mode, make_generator, module_device, summarize_draws, theta_from_user
 from amortbayes.diagnostics.importance import RELIABLE_PARETO_K, effective_sample_size, pareto_smooth
-from amortbayes.diagnostics.multilevel import log_mean_exp
+from amortbayes.diagnostics.multilevel import log_mean_exp, weighted_quantiles
 from amortbayes.networks import (
     DataRange,
     DeepSet,
@@ -362,13 +362,8 @@ class MultilevelAmortizer(nn.Module):
             zg, log_qz = sample_flow(self.global_flow, int(proposals), summary, gen, log_prob=True)
             zg, theta_g = zg[0], self.global_map.inverse(zg[0])
             log_w = model.global_log_prior(theta_g) - (log_qz[0] + self.global_map.log_abs_det(theta_g))
-            local, local_log_w = [], []
-            for k in range(j):
-                log_px, theta_l, lw = self._group_evidence(groups[0, k], zg, theta_g, x[0, k], mask[0, k], model, importance, gen)
-                log_w = log_w + log_px
-                local.append(theta_l)
-                local_log_w.append(lw)
-            log_w = _nan_to_neginf(log_w)
+            log_px, local, local_log_w = self._groups_evidence(groups, zg, theta_g, x, mask, model, importance, gen)
+            log_w = _nan_to_neginf(log_w + log_px.sum(-1))
             if not torch.isfinite(log_w).any():
                 raise ValueError("importance_draws(): every proposal has zero weight under the model (likelihood or "
                                  "prior is zero at all amortized draws); the data do not fit the model or the amortizer")
@@ -415,8 +410,11 @@ class MultilevelAmortizer(nn.Module):
         ``importance`` local draws from the local flow as the proposal.  ``model`` supplies
         ``log_likelihood`` and ``local_log_prior``.
 
-        Returns a DataFrame with one row per group: ``group``, ``elpd`` and ``mc_se`` (the
-        Monte Carlo standard error of the estimate, by the delta method).
+        Returns a DataFrame with one row per group: ``group``, ``elpd``, ``mc_se`` (the
+        Monte Carlo standard error of the estimate, by the delta method) and ``q10``, ``q90``:
+        the central 80 % interval of ``log p(x_k | tau, sigma)`` over the LOGO posterior
+        ``q_{-k}`` (the spread the ELPD averages over, as the intervals of Habermann et al.
+        2024, Figure 9; see :func:`amortbayes.plots.plot_logo`).
         """
         d = data if isinstance(data, MultilevelData) else self.prepare(data, **kwargs)
         if d.x.shape[0] != 1:
@@ -442,12 +440,60 @@ class MultilevelAmortizer(nn.Module):
             own = groups[torch.arange(j), torch.arange(j)]  # (J, S_l)
             elpd = torch.empty(j, device=dev)
             rel_se = torch.empty(j, device=dev)
+            interval = torch.empty(j, 2, device=dev)
             for k in range(j):
                 log_px, _, _ = self._group_evidence(own[k], zg[k], theta_g[k], x[0, k], mask[0, k], model, importance, gen)
                 elpd[k], rel_se[k] = log_mean_exp(log_px + log_q_mix[k])  # weighted: q_{-k} / mixture
-        return pd.DataFrame(
-            {"group": list(d.group_labels[0][:j]), "elpd": elpd.cpu().numpy(), "mc_se": rel_se.cpu().numpy()}
-        )
+                interval[k] = weighted_quantiles(log_px, log_q_mix[k], (0.1, 0.9)).to(interval.dtype)
+        interval = interval.cpu().numpy()
+        return pd.DataFrame({"group": list(d.group_labels[0][:j]), "elpd": elpd.cpu().numpy(),
+                             "mc_se": rel_se.cpu().numpy(), "q10": interval[:, 0], "q90": interval[:, 1]})
+
+    def group_log_evidence(self, data: Any, model: Any, theta_global: Any, *, importance: int = 16,
+                           seed: int | None = 0, **kwargs: Any) -> np.ndarray:
+        """``log p(x_j | tau, sigma)`` of every group of one data set at given global parameter values.
+
+        Each group's own parameters are integrated out by importance sampling with
+        ``importance`` draws of the local flow as the proposal (unbiased for any global
+        values, as in :meth:`logo`).  ``theta_global`` is ``(S, G)`` (array, dict or a
+        DataFrame with the global parameter names, such as Stan's draws; other columns are
+        ignored).  With draws of the full-data posterior, e.g. a Stan fit,
+        :func:`amortbayes.diagnostics.psis_logo` turns the result into leave-one-group-out
+        ELPDs without refits: a reference for :meth:`logo` that does not use the global flow.
+
+        Returns ``(S, J)``; ``-inf`` where a group's data are impossible under a draw.
+        """
+        d = data if isinstance(data, MultilevelData) else self.prepare(data, **kwargs)
+        if d.x.shape[0] != 1:
+            raise ValueError("group_log_evidence() takes one data set")
+        if not isinstance(importance, (int, np.integer)) or importance < 1:
+            raise ValueError(f"group_log_evidence() needs an integer importance >= 1, got {importance!r}")
+        names = self.info.parameter_names
+        if isinstance(theta_global, pd.DataFrame):
+            theta_global = theta_global[[c for c in theta_global.columns if c in names]]
+        th = torch.from_numpy(theta_from_user(theta_global, names))
+        self.global_map.check_support(th, names)
+        j = int(d.group_mask.sum())
+        self.data_range.check(d.x, d.mask)
+        dev = module_device(self)
+        gen = make_generator(seed)
+        with inference_mode(self):
+            x, mask = d.x[:, :j].to(dev), d.mask[:, :j].to(dev)
+            groups, _ = self.embed(x, mask, d.group_mask[:, :j].to(dev))
+            theta_g = th.to(dev)
+            log_px = self._groups_evidence(groups, self.global_map(theta_g), theta_g, x, mask, model, importance, gen)[0]
+        return _nan_to_neginf(log_px).cpu().double().numpy()
+
+    def _groups_evidence(self, groups, zg, theta_g, x, mask, model, m: int, gen) -> tuple[torch.Tensor, list, list]:
+        """:meth:`_group_evidence` of each of one data set's ``J`` groups at the same ``n`` global draws.
+
+        ``groups (1, J, S_l)``, ``x (1, J, N, F)``, ``mask (1, J, N)``.  Returns ``log p(x_j |
+        g)`` ``(n, J)`` and, per group, its local draws and their log weights.  One group at
+        a time keeps memory at ``n * m * N_j`` likelihood terms.
+        """
+        parts = [self._group_evidence(groups[0, k], zg, theta_g, x[0, k], mask[0, k], model, m, gen)
+                 for k in range(x.shape[1])]
+        return torch.stack([p[0] for p in parts], dim=-1), [p[1] for p in parts], [p[2] for p in parts]
 
     def _group_evidence(self, own, zg, theta_g, x, mask, model, m: int, gen) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``log p(x_k | globals)`` of one group at ``n`` global draws, by importance sampling over its parameters.

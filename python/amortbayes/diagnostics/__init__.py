@@ -9,7 +9,8 @@ pandas data frames and never plot (see :mod:`amortbayes.plots`).
 - :mod:`.recovery`: R², normalized RMSE and correlation of posterior means vs truth.
 - :mod:`.calibration`: z-scores, contraction, expected coverage, calibration error.
 - :mod:`.c2st`: classifier two-sample test against reference draws.
-- :mod:`.multilevel`: pooling factors, one-group-per-data-set SBC inputs, ELPD differences.
+- :mod:`.multilevel`: pooling factors, one-group-per-data-set SBC inputs, ELPD differences,
+  PSIS leave-one-group-out from full-data draws, weighted quantiles.
 - :mod:`.importance`: Pareto k-hat and effective sample size of importance weights.
 
 Example:
@@ -28,7 +29,14 @@ from amortbayes.diagnostics.calibration import (
     posterior_z_scores,
 )
 from amortbayes.diagnostics.importance import effective_sample_size, importance_diagnostics, pareto_khat, pareto_smooth
-from amortbayes.diagnostics.multilevel import elpd_compare, log_mean_exp, one_group_per_data_set, pooling_factor
+from amortbayes.diagnostics.multilevel import (
+    elpd_compare,
+    log_mean_exp,
+    one_group_per_data_set,
+    pooling_factor,
+    psis_logo,
+    weighted_quantiles,
+)
 from amortbayes.diagnostics.recovery import recovery
 from amortbayes.diagnostics.sbc import (
     SBCBands,
@@ -50,6 +58,7 @@ __all__ = [
     "pareto_khat",
     "pareto_smooth",
     "pooling_factor",
+    "psis_logo",
     "calibration_error",
     "expected_coverage",
     "posterior_contraction",
@@ -60,4 +69,5 @@ __all__ = [
     "sbc_ecdf_bands",
     "sbc_ecdf_diff",
     "sbc_ranks",
+    "weighted_quantiles",
 ]
