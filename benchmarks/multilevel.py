@@ -164,7 +164,7 @@ def main() -> None:
         if args.simulated:
             result["simulated_sleepstudy_design"] = _simulated(amortizer, model, ref, args.simulated)
         if not args.no_logo_refits:
-            refits = _logo_refits(amortizer, model, df, kw, loo)
+            refits = _logo_refits(amortizer, model, df, kw, loo, stan.draws)
             refits["speedup_logo_vs_stan_refits"] = round(refits["stan_seconds_total"] / (logo_ms / 1000), 1)
             result["logo_vs_stan_refits"] = refits
     emit(result, device)
@@ -276,14 +276,18 @@ def _same_statistics(amortizer, df, kw: dict, ref, k: int) -> dict:
         "equal_residual_sds_signed_mean_diff_in_stan_sd": equal.round(3).to_dict()}
 
 
-def _logo_refits(amortizer, model: HierarchicalLinear, df, kw: dict, loo: pd.DataFrame) -> dict:
+def _logo_refits(amortizer, model: HierarchicalLinear, df, kw: dict, loo: pd.DataFrame, full_draws) -> dict:
     """Leave-one-subject-out against Stan: one refit per subject without it.
 
     For each subject ``k`` Stan's posterior of the globals given the other subjects is
     compared with the amortizer's (the same network, subject ``k`` left out), and the exact
     ``log p(y_k | y_-k)`` (the closed-form group marginal averaged over Stan's 10,000 draws)
-    with the amortizer's LOGO ELPD ``loo``.
+    with the amortizer's LOGO ELPD ``loo``.  The refits also check :func:`psis_logo` on
+    Stan's full-data draws ``full_draws`` (the shortcut the diffusion benchmark relies on),
+    with each subject's marginal likelihood exact and as :meth:`group_log_evidence`
+    estimates it (local flow as the proposal).
     """
+    from amortbayes.diagnostics import psis_logo
     from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data
 
     elpd, mc_se, diffs, seconds = [], [], [], 0.0
@@ -304,6 +308,13 @@ def _logo_refits(amortizer, model: HierarchicalLinear, df, kw: dict, loo: pd.Dat
         diffs.append(compare_draws(draws[GLOBAL], stan.draws[GLOBAL])["mean_diff_in_sd"])
     gap = np.abs(loo["elpd"].to_numpy() - np.array(elpd))
     table = pd.concat(diffs, axis=1)
+    theta = torch.tensor(full_draws[GLOBAL].to_numpy(), dtype=torch.float64)
+    exact_px = np.stack([model.group_log_marginal(theta, torch.as_tensor(own), torch.ones(len(own))).numpy()
+                         for own in (df[df["Subject"] == lab][["Days", "Reaction"]].to_numpy(float)
+                                     for lab in loo["group"])], axis=-1)
+    psis = {"exact_group_marginal": psis_logo(exact_px),
+            "local_flow_group_marginal": psis_logo(amortizer.group_log_evidence(
+                amortizer.prepare(df, **kw), model, full_draws, importance=32, seed=0))}
     return {
         "refits": len(elpd),
         "stan_seconds_total": round(seconds, 1),
@@ -313,6 +324,11 @@ def _logo_refits(amortizer, model: HierarchicalLinear, df, kw: dict, loo: pd.Dat
         "mc_se_max": {"amortized": round(float(loo["mc_se"].max()), 3), "stan": round(float(max(mc_se)), 3)},
         "loo_global_mean_diff_in_stan_sd_median": table.median(axis=1).round(3).to_dict(),
         "loo_global_mean_diff_in_stan_sd_max": table.max(axis=1).round(3).to_dict(),
+        "psis_on_full_stan_fit_vs_refits": {
+            name: {"elpd_abs_diff_max": round(float(np.abs(r["elpd"].to_numpy() - np.array(elpd)).max()), 3),
+                   "elpd_sum": round(float(r["elpd"].sum()), 2), "pareto_k_max": round(float(r["khat"].max()), 3)}
+            for name, r in psis.items()
+        },
     }
 
 
