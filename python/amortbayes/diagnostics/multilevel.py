@@ -130,7 +130,7 @@ def psis_logo(log_px: np.ndarray, groups: Any = None) -> pd.DataFrame:
 
     with ``w_s`` the Pareto-smoothed weights (:func:`amortbayes.diagnostics.pareto_smooth`).
     Only the global parameters are reweighted; reweighting joint draws with a left-out
-    group's *own* parameters inside fails almost always (Habermann et al. 2024, Sec. 3.3).
+    group's *own* parameters inside fails almost always (Habermann et al. 2024, Sec. 3.2).
     ``khat`` above 0.7 says the left-out group moved the global posterior too much for the
     estimate to be trusted (refit without it).
 
