@@ -210,8 +210,8 @@ def _logo_vs_stan(amortizer, model, data, stan_draws, loo, path) -> tuple[dict, 
     gap = loo["elpd"].to_numpy() - ref["elpd"].to_numpy()
     return {
         "elpd_sum": {"amortized": round(float(loo["elpd"].sum()), 2), "stan_psis": round(float(ref["elpd"].sum()), 2)},
-        "elpd_diff_amortized_minus_stan_max_abs": round(float(abs(gap).max()), 2),
-        "elpd_diff_amortized_minus_stan_mean": round(float(gap.mean()), 2),
+        "elpd_gap_amortized_minus_stan_max_abs": round(float(abs(gap).max()), 2),
+        "elpd_gap_amortized_minus_stan_mean": round(float(gap.mean()), 2),
         "pareto_k_max": round(float(ref["khat"].max()), 3),
         "seconds": round(seconds, 1),
     }, ref
