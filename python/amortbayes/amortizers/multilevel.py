@@ -343,21 +343,16 @@ class MultilevelAmortizer(nn.Module):
             Dax et al. (2023). Neural importance sampling for rapid and reliable
             gravitational-wave inference. Physical Review Letters 130, 171403.
         """
-        d = data if isinstance(data, MultilevelData) else self.prepare(data, **kwargs)
-        if d.x.shape[0] != 1:
-            raise ValueError("importance_draws() takes one data set")
+        dev = module_device(self)
+        d, j, x, mask = self._one_data_set(data, "importance_draws", kwargs, dev)
         proposals = 2 * n if proposals is None else proposals
         for name, value, least in (("n", n, 1), ("proposals", proposals, 10), ("importance", importance, 1)):
             if not isinstance(value, (int, np.integer)) or value < least:
                 raise ValueError(f"importance_draws() needs an integer {name} >= {least}, got {value!r}")
         if not hasattr(model, "global_log_prior"):
             raise TypeError(f"importance_draws() needs a model with global_log_prior, local_log_prior and log_likelihood; got {type(model).__name__}")
-        j = int(d.group_mask.sum())
-        self.data_range.check(d.x, d.mask)
-        dev = module_device(self)
         gen = make_generator(seed)
         with inference_mode(self):
-            x, mask = d.x[:, :j].to(dev), d.mask[:, :j].to(dev)
             groups, summary = self.embed(x, mask, d.group_mask[:, :j].to(dev))
             zg, log_qz = sample_flow(self.global_flow, int(proposals), summary, gen, log_prob=True)
             zg, theta_g = zg[0], self.global_map.inverse(zg[0])
@@ -416,19 +411,14 @@ class MultilevelAmortizer(nn.Module):
         ``q_{-k}`` (the spread the ELPD averages over, as the intervals of Habermann et al.
         2024, Figure 9; see :func:`amortbayes.plots.plot_logo`).
         """
-        d = data if isinstance(data, MultilevelData) else self.prepare(data, **kwargs)
-        if d.x.shape[0] != 1:
-            raise ValueError("logo() takes one data set")
+        dev = module_device(self)
+        d, j, x, mask = self._one_data_set(data, "logo", kwargs, dev)
         if not isinstance(n, (int, np.integer)) or n < 2 or not isinstance(importance, (int, np.integer)) or importance < 1:
             raise ValueError(f"logo() needs n >= 2 global and importance >= 1 local draws, got n={n!r}, importance={importance!r}")
-        j = int(d.group_mask.sum())
         if j < 2:
             raise ValueError("leave-one-group-out needs at least two groups")
-        self.data_range.check(d.x, d.mask)
-        dev = module_device(self)
         gen = make_generator(seed)
         with inference_mode(self):
-            x, mask = d.x[:, :j].to(dev), d.mask[:, :j].to(dev)
             # J + 1 copies of the data set: copy k without group k, the last one complete
             loo_gmask = torch.cat([1.0 - torch.eye(j, device=dev), torch.ones(1, j, device=dev)])
             xs, ms = x.expand(j + 1, -1, -1, -1), mask.expand(j + 1, -1, -1)
@@ -463,9 +453,8 @@ class MultilevelAmortizer(nn.Module):
 
         Returns ``(S, J)``; ``-inf`` where a group's data are impossible under a draw.
         """
-        d = data if isinstance(data, MultilevelData) else self.prepare(data, **kwargs)
-        if d.x.shape[0] != 1:
-            raise ValueError("group_log_evidence() takes one data set")
+        dev = module_device(self)
+        d, j, x, mask = self._one_data_set(data, "group_log_evidence", kwargs, dev)
         if not isinstance(importance, (int, np.integer)) or importance < 1:
             raise ValueError(f"group_log_evidence() needs an integer importance >= 1, got {importance!r}")
         names = self.info.parameter_names
@@ -473,16 +462,25 @@ class MultilevelAmortizer(nn.Module):
             theta_global = theta_global[[c for c in theta_global.columns if c in names]]
         th = torch.from_numpy(theta_from_user(theta_global, names))
         self.global_map.check_support(th, names)
-        j = int(d.group_mask.sum())
-        self.data_range.check(d.x, d.mask)
-        dev = module_device(self)
         gen = make_generator(seed)
         with inference_mode(self):
-            x, mask = d.x[:, :j].to(dev), d.mask[:, :j].to(dev)
             groups, _ = self.embed(x, mask, d.group_mask[:, :j].to(dev))
             theta_g = th.to(dev)
             log_px = self._groups_evidence(groups, self.global_map(theta_g), theta_g, x, mask, model, importance, gen)[0]
         return _nan_to_neginf(log_px).cpu().double().numpy()
+
+    def _one_data_set(self, data: Any, caller: str, kwargs: dict, dev: torch.device) -> tuple[MultilevelData, int, torch.Tensor, torch.Tensor]:
+        """Prepared data of exactly one data set, checked against the trained data range.
+
+        Returns the data, its number of groups ``J`` and the groups' rows ``x (1, J, N, F)``
+        and ``mask (1, J, N)`` on ``dev``.
+        """
+        d = data if isinstance(data, MultilevelData) else self.prepare(data, **kwargs)
+        if d.x.shape[0] != 1:
+            raise ValueError(f"{caller}() takes one data set")
+        self.data_range.check(d.x, d.mask)
+        j = int(d.group_mask.sum())
+        return d, j, d.x[:, :j].to(dev), d.mask[:, :j].to(dev)
 
     def _groups_evidence(self, groups, zg, theta_g, x, mask, model, m: int, gen) -> tuple[torch.Tensor, list, list]:
         """:meth:`_group_evidence` of each of one data set's ``J`` groups at the same ``n`` global draws.
