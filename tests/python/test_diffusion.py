@@ -160,6 +160,28 @@ def test_density_matches_high_precision_series() -> None:
     assert float((mine - ref).abs().max()) < 1e-9
 
 
+def test_density_gradients_match_finite_differences() -> None:
+    # the two series and the two pairings of the small-time one are evaluated on separate
+    # subsets of the trials and scattered back; gradients must flow through all four paths
+    rt = torch.tensor([0.35, 0.45, 0.8, 2.5, 4.0, 0.9], dtype=torch.float64)  # u below and above the switch
+    choice = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    params = [torch.tensor(p, dtype=torch.float64, requires_grad=True) for p in (
+        [0.5, -1.0, 1.0, 0.2, -0.3, 2.0], [1.2, 0.9, 1.5, 1.0, 1.1, 2.0],
+        [0.3, 0.6, 0.5, 0.45, 0.8, 0.2], [0.2, 0.25, 0.3, 0.1, 0.15, 0.2])]
+    assert torch.autograd.gradcheck(lambda v, a, b, t: wiener_log_density(rt, choice, v, a, b, t), params)
+
+
+def test_density_checks_each_parameter_value_not_each_trial() -> None:
+    # one value per group broadcast over its trials gives the densities of the expanded call
+    rt = torch.tensor([[0.5, 0.9, 1.7], [0.6, 0.4, 2.2]], dtype=torch.float64)
+    choice = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    v, a, b, t = (torch.tensor([[x], [y]], dtype=torch.float64) for x, y in ((0.7, -0.4), (1.3, 0.9), (0.4, 0.6), (0.2, 0.3)))
+    expanded = wiener_log_density(rt, choice, *(p.expand(2, 3) for p in (v, a, b, t)))
+    assert torch.equal(wiener_log_density(rt, choice, v, a, b, t), expanded)
+    with pytest.raises(ValueError, match="beta must lie strictly inside"):
+        wiener_log_density(rt, choice, v, a, torch.tensor([[0.5], [1.0]], dtype=torch.float64), t)
+
+
 def test_small_and_large_time_series_agree() -> None:
     # both series converge for moderate u; with their default truncations they meet at u = 1
     u = torch.linspace(0.2, 1.5, 27, dtype=torch.float64)[:, None]

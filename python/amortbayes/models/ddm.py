@@ -137,9 +137,9 @@ class HierarchicalDDM(MultilevelModel):
 
     def log_likelihood(self, theta_global, theta_local, x, mask) -> torch.Tensor:
         v, a, beta, tau = (p[..., None] for p in self._trial_parameters(theta_global, theta_local))
-        rt, choice, v, a, beta, tau, mask = torch.broadcast_tensors(x[..., 0], x[..., 1], v, a, beta, tau, mask)
-        safe_rt = torch.where(mask > 0, rt, tau + 1.0)
-        lp = wiener_log_density(safe_rt.double(), choice.double(), v.double(), a.double(), beta.double(), tau.double())
+        # parameters stay one value per group (broadcast inside the density, checked once each)
+        safe_rt = torch.where(mask > 0, x[..., 0], tau + 1.0)
+        lp = wiener_log_density(safe_rt.double(), x[..., 1].double(), v.double(), a.double(), beta.double(), tau.double())
         return torch.where(mask > 0, lp, torch.zeros_like(lp)).sum(-1).to(theta_local.dtype)
 
     def stan_data(self, frame, group: str = "id", rt: str = "rt", choice: str = "correct") -> dict:

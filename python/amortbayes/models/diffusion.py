@@ -62,9 +62,10 @@ exit has drift ``v coth(v x)``); they are even in ``v`` and tend to ``(a^2 - z^2
                = pi sum_{k >= 1} k exp(-k^2 pi^2 u / 2) sin(k pi w)                  (large u),
 
 and at the upper boundary ``f(t | -v, a, 1 - w)``.  Both series are summed in log space
-with a fixed number of terms (small-time series for ``u < 1`` with ``|k| <= 6``,
-large-time series for ``u >= 1`` with ``k <= 8``); the omitted terms are below ``1e-20``
-relative, so the log density is accurate to rounding error in the bulk and the tails.  The
+with a fixed number of terms (small-time series for ``u < 1`` with ``|k| <= 5``,
+large-time series for ``u >= 1`` with ``k <= 3``), each series evaluated only where it is
+used; the omitted terms are below ``1e-20`` relative, so the log density is accurate to
+rounding error in the bulk and the tails.  The
 small-time series is summed in pairs of terms written with ``expm1``, so that it stays
 accurate where the density vanishes linearly in ``w`` or ``1 - w``.
 
@@ -114,8 +115,8 @@ __all__ = [
 _METHODS = ("auto", "intervals")
 _T_SPLIT = 0.64  # Devroye's split point of the J* proposal
 _MAX_STEPS = 100_000  # walk steps; a trial needs more with probability far below 1e-300
-_SMALL_TERMS = 6  # pairs (k, -k) of the small-time series
-_LARGE_TERMS = 8  # terms of the large-time series
+_SMALL_TERMS = 5  # pairs (k, -k) of the small-time series; the first omitted one is below 1e-22 relative at u < 1
+_LARGE_TERMS = 3  # terms of the large-time series; the first omitted one is below 1e-30 relative at u >= 1
 _U_SWITCH = 1.0  # small-time series below, large-time series at or above (in t / a^2)
 
 TensorLike = Tensor | float
@@ -126,11 +127,13 @@ TensorLike = Tensor | float
 # ---------------------------------------------------------------------------------------
 
 
-def _broadcast(**named: TensorLike) -> tuple[list[Tensor], torch.dtype]:
+def _broadcast(expand: bool = True, **named: TensorLike) -> tuple[list[Tensor], torch.dtype]:
     """Broadcast the named arguments to float64 tensors; return them and the output dtype.
 
     Python numbers are read in float64 and do not decide the output dtype, which is the
     promoted floating dtype of the tensor (or array) arguments, else torch's default dtype.
+    ``expand=False`` only checks that the shapes broadcast and returns the tensors as they
+    are (checks of per-trial parameters then run once per value, not once per trial).
     """
     tensors = [
         torch.as_tensor(value, dtype=torch.float64) if isinstance(value, (int, float)) else torch.as_tensor(value)
@@ -151,7 +154,9 @@ def _broadcast(**named: TensorLike) -> tuple[list[Tensor], torch.dtype]:
             raise ValueError(f"{name} must be real, got dtype {t.dtype}")
     tensors = [t.to(device=device, dtype=torch.float64) for t in tensors]
     try:
-        tensors = list(torch.broadcast_tensors(*tensors))
+        shape = torch.broadcast_shapes(*(t.shape for t in tensors))
+        if expand:
+            tensors = [t.expand(shape) for t in tensors]
     except RuntimeError as err:
         shapes = ", ".join(f"{n}: {tuple(t.shape)}" for n, t in zip(named, tensors))
         raise ValueError(f"arguments do not broadcast ({shapes})") from err
@@ -475,32 +480,55 @@ def simulate_diffusion(
 # ---------------------------------------------------------------------------------------
 
 
+def _split(where: Tensor, if_true, if_false, *args: Tensor) -> Tensor:
+    """``if_true(*args)`` where ``where`` holds, ``if_false(*args)`` elsewhere, each evaluated on its own elements only.
+
+    ``args`` have the shape of ``where``; the functions map 1-D tensors elementwise.  One
+    ``nonzero`` per side and ``index_select`` / ``index_copy`` (differentiable): cheaper than
+    boolean indexing of every argument and than ``torch.where`` over both full evaluations.
+    """
+    flat = [a.reshape(-1) for a in args]
+    inside = where.reshape(-1)
+    out = torch.empty_like(flat[0])
+    for side, fn in ((inside, if_true), (~inside, if_false)):
+        idx = side.nonzero().squeeze(1)
+        if idx.numel():
+            out = out.index_copy(0, idx, fn(*(a.index_select(0, idx) for a in flat)))
+    return out.reshape(where.shape)
+
+
 def _log_fpt_small(u: Tensor, w: Tensor, wc: Tensor, terms: int = _SMALL_TERMS) -> Tensor:
     """log f_0(u | w) from the small-time series, summed relative to its k = 0 term.
 
     ``wc = 1 - w``, passed separately so that it keeps full precision near 0.  The terms
     are paired so that the sum stays accurate where the density vanishes linearly:
     ``(k, -k)`` for ``w < 1/2`` (density ~ w as w -> 0) and ``(k, -k - 1)`` for
-    ``w >= 1/2`` (density ~ 1 - w as w -> 1); each pair is written with ``expm1``.
+    ``w >= 1/2`` (density ~ 1 - w as w -> 1); each pair is written with ``expm1``.  Each
+    element's pairing is evaluated on its own subset (not both everywhere and one kept).
     """
-    low = w < 0.5
-    # w < 1/2: w + sum_k e^{-2k(k - w)/u} [w (1 + e^{-c}) + 2k expm1(-c)],  c = 4kw/u
-    wa = torch.where(low, w, torch.full_like(w, 0.25))
-    total_a = wa.clone()
+    total = _split(w < 0.5, lambda u_, w_, wc_: _small_sum_low(u_, w_, terms),
+                   lambda u_, w_, wc_: _small_sum_high(u_, wc_, terms), u, w, wc)
+    return -0.5 * math.log(2 * math.pi) - 1.5 * torch.log(u) - w * w / (2.0 * u) + torch.log(total)
+
+
+def _small_sum_low(u: Tensor, w: Tensor, terms: int) -> Tensor:
+    """``w < 1/2``: ``w + sum_k e^{-2k(k - w)/u} [w (1 + e^{-c}) + 2k expm1(-c)]``, ``c = 4kw/u``."""
+    total = w.clone()
     for k in range(1, terms + 1):
-        c = 4.0 * k * wa / u
-        total_a = total_a + torch.exp(-2.0 * k * (k - wa) / u) * (wa * (1.0 + torch.exp(-c)) + 2.0 * k * torch.expm1(-c))
-    # w >= 1/2, w' = 1 - w, odd m = 2j + 1:
-    # sum_m e^{-(m - 1)(m + 1 - 2w')/(2u)} [-m expm1(-c) - w' (1 + e^{-c})],  c = 2mw'/u
-    wb = torch.where(low, torch.full_like(w, 0.25), wc)
-    total_b = torch.zeros_like(wb)
+        c = 4.0 * k * w / u
+        total = total + torch.exp(-2.0 * k * (k - w) / u) * (w * (1.0 + torch.exp(-c)) + 2.0 * k * torch.expm1(-c))
+    return total
+
+
+def _small_sum_high(u: Tensor, wc: Tensor, terms: int) -> Tensor:
+    """``w >= 1/2``, ``w' = 1 - w``, odd ``m = 2j + 1``: ``sum_m e^{-(m - 1)(m + 1 - 2w')/(2u)} [-m expm1(-c) - w' (1 + e^{-c})]``, ``c = 2mw'/u``."""
+    total = torch.zeros_like(wc)
     for j in range(terms):
         m = 2 * j + 1
-        c = 2.0 * m * wb / u
-        pair = -m * torch.expm1(-c) - wb * (1.0 + torch.exp(-c))
-        total_b = total_b + torch.exp(-(m - 1) * (m + 1 - 2.0 * wb) / (2.0 * u)) * pair
-    total = torch.where(low, total_a, total_b)
-    return -0.5 * math.log(2 * math.pi) - 1.5 * torch.log(u) - w * w / (2.0 * u) + torch.log(total)
+        c = 2.0 * m * wc / u
+        pair = -m * torch.expm1(-c) - wc * (1.0 + torch.exp(-c))
+        total = total + torch.exp(-(m - 1) * (m + 1 - 2.0 * wc) / (2.0 * u)) * pair
+    return total
 
 
 def _log_fpt_large(u: Tensor, w: Tensor, wc: Tensor, terms: int = _LARGE_TERMS) -> Tensor:
@@ -538,14 +566,13 @@ def wiener_log_density(
         >>> round(math.exp(float(lp)), 4)
         0.7685
     """
-    (rt_, choice_, v_, a_, beta_, tau_), dtype = _broadcast(
-        rt=rt, choice=choice, v=v, a=a, beta=beta, tau=tau
-    )
-    _check_finite(rt=rt_)
-    _check_parameters(v_, a_, beta_, tau_)
-    upper = choice_ == 1
-    if not bool((upper | (choice_ == 0)).all()):
+    args, dtype = _broadcast(False, rt=rt, choice=choice, v=v, a=a, beta=beta, tau=tau)
+    _check_finite(rt=args[0])
+    _check_parameters(*args[2:])
+    if not bool(((args[1] == 1) | (args[1] == 0)).all()):
         raise ValueError("choice must be 1.0 (upper boundary) or 0.0 (lower boundary)")
+    rt_, choice_, v_, a_, beta_, tau_ = torch.broadcast_tensors(*args)
+    upper = choice_ == 1
     v_ = torch.where(upper, -v_, v_)
     w = torch.where(upper, 1.0 - beta_, beta_)
     wc = torch.where(upper, beta_, 1.0 - beta_)
@@ -553,10 +580,6 @@ def wiener_log_density(
     positive = t > 0
     u = torch.where(positive, t, torch.ones_like(t)) / (a_ * a_)
     small = u < _U_SWITCH
-    log_f0 = torch.where(
-        small,
-        _log_fpt_small(torch.where(small, u, torch.full_like(u, 0.5)), w, wc),
-        _log_fpt_large(torch.where(small, torch.full_like(u, 2.0), u), w, wc),
-    )
+    log_f0 = _split(small, _log_fpt_small, _log_fpt_large, u, w, wc)  # each series only where it is used
     log_f = log_f0 - 2.0 * torch.log(a_) - v_ * a_ * w - 0.5 * v_ * v_ * t
     return torch.where(positive, log_f, torch.full_like(log_f, -math.inf)).to(dtype)
