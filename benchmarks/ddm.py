@@ -25,6 +25,7 @@ train_simulations then include the earlier run's (from DIR's checkpoints).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import torch
 
 from _common import against_reference, emit, median_ms, parser, setup
 from amortbayes import MultilevelAmortizer, TrainSettings, fit, load, save
+from amortbayes.amortizers.multilevel import MultilevelSettings, default_settings
 from amortbayes.data import load_speed_acc
 from amortbayes.diagnostics import elpd_compare
 from amortbayes.models import HierarchicalDDM
@@ -56,6 +58,9 @@ def main() -> None:
     p.add_argument("--coding", default="nonword_upper", choices=sorted(CODINGS),
                    help="which response is the upper boundary (see the module docstring)")
     p.add_argument("--init", help="continue training the amortizers saved in this earlier --out folder")
+    p.add_argument("--hidden", type=int, default=None, help="width of the summary networks (default: the package's)")
+    p.add_argument("--group-summary-dim", type=int, default=None,
+                   help="size of a participant's learned embedding (default: the package's)")
     p.add_argument("--out", default="benchmark-ddm")
     args = p.parse_args()
     device = setup(args)
@@ -69,7 +74,8 @@ def main() -> None:
     logo, stan_logo = {}, {}
     for bias in args.variants.split(","):
         model = HierarchicalDDM(bias=bias)
-        amortizer = load(Path(args.init) / f"amortizer_{bias}", model=model) if args.init else MultilevelAmortizer(model)
+        amortizer = (load(Path(args.init) / f"amortizer_{bias}", model=model) if args.init
+                     else MultilevelAmortizer(model, _network_settings(model, args)))
         settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations,
                                  batch_size=args.batch_size, learning_rate=args.lr)
         t0 = time.perf_counter()
@@ -94,6 +100,7 @@ def main() -> None:
             "outside_training_range": [
                 amortizer.data_range.describe(k, v) for _, k, v in amortizer.data_range.outside(data.x, data.mask)
             ],
+            "network": {"hidden": amortizer.settings.hidden, "group_summary_dim": amortizer.settings.group_summary_dim},
             "train_seconds": round(before["seconds"] + train_s, 1),
             "train_simulations": (before["steps"] + settings.epochs * settings.iterations_per_epoch) * settings.batch_size,
             **({"continued_from": {"train_seconds": round(before["seconds"], 1), "steps": before["steps"],
@@ -144,6 +151,13 @@ CODINGS = {
     "word_upper": lambda df: df["response_upper"],
     "accuracy": lambda df: df["correct"],
 }
+
+
+def _network_settings(model, args) -> MultilevelSettings:
+    """The package's default settings for ``model``, with --hidden / --group-summary-dim where given."""
+    s = default_settings(model)
+    return dataclasses.replace(s, hidden=args.hidden or s.hidden,
+                               group_summary_dim=args.group_summary_dim or s.group_summary_dim)
 
 
 def _earlier_training(ckpt_dir: Path) -> dict:

@@ -566,7 +566,7 @@ def wiener_log_density(
         >>> round(math.exp(float(lp)), 4)
         0.7685
     """
-    args, dtype = _broadcast(False, rt=rt, choice=choice, v=v, a=a, beta=beta, tau=tau)
+    args, dtype = _broadcast(expand=False, rt=rt, choice=choice, v=v, a=a, beta=beta, tau=tau)
     _check_finite(rt=args[0])
     _check_parameters(*args[2:])
     if not bool(((args[1] == 1) | (args[1] == 0)).all()):
