@@ -63,7 +63,9 @@ class ModelInfo:
         n_groups: inclusive range of the number of groups (multilevel only).
         parameter_support: per global parameter ``"real"``, ``"positive"``, ``"unit"`` or
             ``"correlation"`` (empty: all real); flows work on the unconstrained scale.
-        local_parameter_support: the same for the local parameters.
+        local_parameter_support: the same for the local parameters, which may also be
+            bounded above by their group's data: ``"below_min:<column>"`` or
+            ``"below_log_min:<column>"`` (see :class:`amortbayes.networks.standardize.ParameterMap`).
     """
 
     name: str
@@ -220,7 +222,8 @@ class MultilevelModel(abc.ABC):
     gaussian_local_posterior: bool = False
     # True when a parameter's support ends at the data (the non-decision time of a diffusion
     # model lies below every response time): the amortizer then summarizes each group with
-    # its exact minima and maxima too.
+    # its exact minima and maxima too.  Declare the bound itself in local_parameter_support
+    # ("below_log_min:rt") so that draws cannot cross it.
     support_depends_on_data: bool = False
 
     @abc.abstractmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -90,6 +92,56 @@ def test_default_amortizer_sees_the_fastest_response_and_round_trips(tmp_path):
     assert again.settings.group_extremes
     np.testing.assert_array_equal(amortizer.sample_draws(b, 5, seed=0).global_draws,
                                   again.sample_draws(b, 5, seed=0).global_draws)
+
+
+def test_data_bounded_map_round_trips_with_its_jacobian_and_never_crosses_the_bound():
+    from amortbayes.networks.standardize import ParameterMap
+
+    pm = ParameterMap(("real", "below_log_min:rt", "unit"), data_names=("rt", "choice"))
+    x = torch.tensor([[[0.4, 1.0], [0.25, 0.0], [0.01, 1.0]], [[0.9, 0.0], [0.7, 1.0], [0.0, 0.0]]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])  # the 0.01 s row is padding
+    upper = pm.upper(x, mask)
+    torch.testing.assert_close(upper[:, 1], torch.log(torch.tensor([0.25, 0.7])))
+    assert torch.isinf(upper[:, [0, 2]]).all()
+    theta = torch.tensor([[0.3, -1.5, 0.2], [-2.0, -0.3600, 0.9]], dtype=torch.float64)  # log tau below log 0.25, log 0.7
+    up = upper.double()
+    pm.fit(theta.float(), upper=upper)
+    torch.testing.assert_close(pm.inverse(pm(theta, up), up), theta)
+    jac = torch.autograd.functional.jacobian(lambda t: pm(t[None], up[:1])[0], theta[0])
+    torch.testing.assert_close(pm.log_abs_det(theta[:1], up[:1])[0], torch.linalg.slogdet(jac)[1])
+    far = pm.inverse(torch.tensor([[0.0, 1e4, 0.0], [0.0, -1e4, 0.0]]), upper[:1])  # far above and below
+    assert bool((far[:, 1] < upper[0, 1]).all()) and torch.isfinite(far).all()
+    with pytest.raises(ValueError, match="need the data's bounds"):
+        pm(theta.float())
+    with pytest.raises(ValueError, match="names data column 'ms'"):
+        ParameterMap(("below_min:ms",), data_names=("rt",))
+
+
+def test_non_decision_time_draws_stay_below_the_fastest_response(tmp_path):
+    # an untrained (adapted) amortizer: with an unbounded log tau nearly all draws of a
+    # participant with one fast response would cross it; the data-bounded support keeps all below
+    from amortbayes import load, save
+
+    model = HierarchicalDDM(bias="subject", n_groups=(3, 5), n_obs=(5, 20))
+    amortizer = MultilevelAmortizer(model)
+    amortizer.adapt(model.simulate(64, torch.Generator().manual_seed(0)))
+    b = model.simulate(4, torch.Generator().manual_seed(1))
+    b["x"][:, 0, 0, 0] = 0.12  # a very fast first response in every first group
+    fastest = torch.where(b["mask"] > 0, b["x"][..., 0], torch.tensor(float("inf"))).amin(-1)  # (B, J)
+    draws = amortizer.sample_draws(b, 500, seed=0)
+    tau = np.exp(draws.local_draws[..., 2])  # (B, n, J)
+    present = b["group_mask"].numpy() > 0
+    assert (tau < fastest.numpy()[:, None, :])[np.broadcast_to(present[:, None, :], tau.shape)].all()
+    info = dataclasses.replace(model.info, local_parameter_support=("real",) * 3 + ("unit",))
+    unbounded = MultilevelAmortizer(info, amortizer.settings)  # the same initial weights
+    unbounded.adapt(model.simulate(64, torch.Generator().manual_seed(0)))
+    crossed = np.exp(unbounded.sample_draws(b, 500, seed=0).local_draws[:, :, 0, 2]) >= 0.12
+    assert crossed.mean() > 0.05  # the bound is doing work
+    data = {"x": b["x"][:1], "mask": b["mask"][:1], "group_mask": b["group_mask"][:1]}
+    assert np.isfinite(amortizer.logo(data, model, n=40, importance=4, seed=0)["elpd"]).all()
+    save(amortizer, tmp_path / "ddm")
+    again = load(tmp_path / "ddm", model=model)
+    np.testing.assert_array_equal(draws.local_draws, again.sample_draws(b, 500, seed=0).local_draws)
 
 
 @pytest.mark.slow

@@ -206,7 +206,8 @@ class MultilevelAmortizer(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)
             self.global_map = ParameterMap(tuple(info.parameter_support) or n_glob)
-            self.local_map = ParameterMap(tuple(info.local_parameter_support) or n_loc)
+            # a local support may end at the group's data ("below_log_min:rt"); see ParameterMap
+            self.local_map = ParameterMap(tuple(info.local_parameter_support) or n_loc, tuple(info.data_names))
             self.x_std = Standardizer(n_feat)
             self.data_range = DataRange(tuple(info.data_names), grouped=True)
             self.group_summary = build_summary(s.group_summary, n_feat, s.group_summary_dim, s.hidden,
@@ -232,7 +233,7 @@ class MultilevelAmortizer(nn.Module):
     def adapt(self, batch: Batch) -> None:
         """Learn standardization of global and local parameters and of the data (masked)."""
         self.global_map.fit(batch["theta_global"])
-        self.local_map.fit(batch["theta_local"], batch["group_mask"])
+        self.local_map.fit(batch["theta_local"], batch["group_mask"], self.local_map.upper(batch["x"], batch["mask"]))
         self.x_std.fit(batch["x"], batch["mask"])
         self.data_range.fit(batch["x"], batch["mask"])
 
@@ -258,7 +259,7 @@ class MultilevelAmortizer(nn.Module):
         valid = batch["group_mask"] > 0
         b, j = valid.shape
         context = torch.cat([groups, zg[:, None, :].expand(b, j, -1)], dim=-1)[valid]
-        zl = self.local_map(batch["theta_local"])[valid]
+        zl = self.local_map(batch["theta_local"], self.local_map.upper(batch["x"], batch["mask"]))[valid]
         log_q_local = self.local_flow.log_prob(zl, context=context)
         rows = torch.arange(b, device=zg.device)[:, None].expand(b, j)[valid]
         per_set = log_q_global.index_add(0, rows, log_q_local)
@@ -282,24 +283,25 @@ class MultilevelAmortizer(nn.Module):
             groups, summary = self.embed(x, mask, gmask)
             zg = sample_flow(self.global_flow, int(n), summary, gen)  # (B, n, G)
             theta_g = self.global_map.inverse(zg)
-            theta_l = self._sample_local(groups, zg, gmask, gen)
+            theta_l = self._sample_local(groups, zg, gmask, gen, self.local_map.upper(x, mask))
         return MultilevelDraws(
             theta_g.cpu().numpy(), theta_l.cpu().numpy(), self.info.parameter_names,
             self.info.local_parameter_names, d.group_labels,
         )
 
-    def _sample_local(self, groups, zg, gmask, gen) -> torch.Tensor:
+    def _sample_local(self, groups, zg, gmask, gen, upper=None) -> torch.Tensor:
         """One local draw per group and global draw, ``(B, n, J, L)``; NaN for padded groups.
 
         The context of group ``j`` under global draw ``i`` is ``[groups[j], zg[i]]``, passed as
         a :class:`PairedContext` (never concatenated: J = 100 groups and 1,000 draws would be
         100,000 rows).  Padded groups are sampled too (finite dummy embeddings) and blanked
-        afterwards: cheaper than gathering the valid rows.
+        afterwards: cheaper than gathering the valid rows.  ``upper (B, J, L)`` holds the
+        groups' bounds of data-bounded parameters (:meth:`ParameterMap.upper`), None without.
         """
         b, n, _ = zg.shape
         j = groups.shape[1]
         zl = sample_flow(self.local_flow, 1, PairedContext(groups, zg), gen)[:, 0]
-        out = self.local_map.inverse(zl).reshape(b, n, j, -1)
+        out = self.local_map.inverse(zl.reshape(b, n, j, -1), None if upper is None else upper[:, None])
         if bool((gmask > 0).all()):
             return out
         return out.masked_fill((gmask <= 0)[:, None, :, None], float("nan"))
@@ -505,8 +507,9 @@ class MultilevelAmortizer(nn.Module):
         n = zg.shape[0]
         context = torch.cat([own[None].expand(n, -1), zg], -1)
         zl, log_q = sample_flow(self.local_flow, m, context, gen, log_prob=True)  # (n, m, L), (n, m)
-        theta_l = self.local_map.inverse(zl.reshape(n * m, -1))
-        log_q = log_q + self.local_map.log_abs_det(theta_l).reshape(n, m)
+        upper = self.local_map.upper(x, mask)  # (L,): the group's data bounds, None without
+        theta_l = self.local_map.inverse(zl.reshape(n * m, -1), upper)
+        log_q = log_q + self.local_map.log_abs_det(theta_l, upper).reshape(n, m)
         theta_l = theta_l.reshape(n, m, 1, -1)
         tg = theta_g[:, None, :].expand(n, m, -1)
         log_prior = model.local_log_prior(tg, theta_l)[..., 0]  # (n, m)

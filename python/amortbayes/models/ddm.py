@@ -79,7 +79,8 @@ class HierarchicalDDM(MultilevelModel):
 
     @property
     def local_parameter_support(self) -> tuple[str, ...]:  # type: ignore[override]
-        return ("real",) * 3 + (("unit",) if self.bias == "subject" else ())
+        # log tau_j lies below the log of subject j's fastest response: draws never cross it
+        return ("real", "real", "below_log_min:rt") + (("unit",) if self.bias == "subject" else ())
 
     def sample_global(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         cols = [loc + scale * torch.randn(n, generator=generator) for loc, scale in _HYPER_PRIOR]

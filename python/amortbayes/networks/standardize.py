@@ -59,6 +59,10 @@ class Standardizer(nn.Module):
 
 
 SUPPORTS = ("real", "positive", "unit", "correlation")
+# a real parameter below a statistic of its group's data: "below_min:rt" (below the group's
+# smallest rt) or "below_log_min:rt" (below its log: a log non-decision time)
+DATA_BOUNDS = ("below_min", "below_log_min")
+BOUND_GAP = 1e-6  # a bounded value is kept at least this far below its bound (float32 rounding)
 
 SOFT_BOUND = 20.0
 SOFT_BOUND_LINEAR = 4.0
@@ -85,13 +89,20 @@ def soft_bound(z: torch.Tensor, bound: float = SOFT_BOUND, linear: float = SOFT_
     return torch.where(a <= linear, z, tail)
 
 
-def _check_supports(support: tuple[str, ...], n: int) -> tuple[str, ...]:
+def _check_supports(support: tuple[str, ...], n: int, data_names: tuple[str, ...] = ()) -> tuple[str, ...]:
     support = tuple(support) if support else ("real",) * n
     if len(support) != n:
         raise ValueError(f"got {len(support)} parameter supports for {n} parameters")
-    unknown = sorted(set(support) - set(SUPPORTS))
-    if unknown:
-        raise ValueError(f"unknown parameter support(s) {unknown}; use {list(SUPPORTS)}")
+    for kind in support:
+        bound, _, column = kind.partition(":")
+        if bound in DATA_BOUNDS:
+            if column not in data_names:
+                raise ValueError(f"parameter support {kind!r} names data column {column!r}, not one of {list(data_names)}")
+        elif kind not in SUPPORTS:
+            raise ValueError(
+                f"unknown parameter support {kind!r}; use {list(SUPPORTS)} or "
+                f"{[b + ':<data column>' for b in DATA_BOUNDS]}"
+            )
     return support
 
 
@@ -103,45 +114,103 @@ class ParameterMap(nn.Module):
     on ``z = standardize(u(theta))``; :meth:`log_abs_det` returns ``log |dz/dtheta|`` so
     densities can be reported for ``theta`` itself, and draws never leave the support.
 
+    A group-level parameter can also be bounded above by its group's data:
+    ``"below_min:<column>"`` (below the smallest value of the column in the group) or
+    ``"below_log_min:<column>"`` (below its log), such as a diffusion model's log
+    non-decision time below the log of the fastest response.  With ``s = theta - b < 0``
+    for the bound ``b`` (:meth:`upper`) the map is ``u = logit(e^s)``, the identity shifted
+    by ``b`` far below the bound and ``+inf`` at it; every method then takes ``upper``.
+    Draws cannot cross the bound, where the likelihood is zero.
+
     Example:
         >>> pm = ParameterMap(("real", "positive"))
         >>> pm.fit(torch.tensor([[0.0, 1.0], [2.0, 100.0]]))
         >>> pm.inverse(pm(torch.tensor([[1.0, 10.0]]))).tolist()
         [[1.0, 10.0]]
+        >>> pm = ParameterMap(("real", "below_min:rt"), data_names=("rt",))
+        >>> upper = pm.upper(torch.tensor([[[0.5], [0.3], [9.0]]]), torch.tensor([[1.0, 1.0, 0.0]]))
+        >>> upper.tolist()  # per set of rows; padded rows are ignored
+        [[inf, 0.30000001192092896]]
+        >>> bool((pm.inverse(torch.full((1, 2), 50.0), upper) < upper).all())
+        True
     """
 
-    def __init__(self, support: tuple[str, ...] | int):
+    def __init__(self, support: tuple[str, ...] | int, data_names: tuple[str, ...] = ()):
         super().__init__()
         n = support if isinstance(support, int) else len(support)
-        self.support = _check_supports(() if isinstance(support, int) else support, n)
-        codes = torch.tensor([SUPPORTS.index(s) for s in self.support])
+        self.support = _check_supports(() if isinstance(support, int) else support, n, tuple(data_names))
+        bounds = [kind.partition(":") for kind in self.support]
+        codes = torch.tensor([SUPPORTS.index(s) if s in SUPPORTS else len(SUPPORTS) for s in self.support])
         self.register_buffer("codes", codes, persistent=False)
+        # per parameter: the data column of its bound (-1: none) and whether the bound is a log
+        columns = [list(data_names).index(c) if b in DATA_BOUNDS else -1 for b, _, c in bounds]
+        self.bound_columns = tuple(columns)
+        self.bound_log = tuple(b == "below_log_min" for b, _, _ in bounds)
+        self.has_bounds = any(c >= 0 for c in columns)
         self.std = Standardizer(n)
 
-    def unconstrain(self, theta: torch.Tensor) -> torch.Tensor:
+    def upper(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """Each parameter's data bound for sets of rows ``x (..., N, F)``, ``mask (..., N)``: ``(..., P)``.
+
+        ``+inf`` for unbounded parameters and for sets without rows; None without data bounds.
+        """
+        if not self.has_bounds:
+            return None
+        observed = mask.unsqueeze(-1) > 0
+        lowest = torch.where(observed, x, torch.full_like(x, float("inf"))).amin(-2)  # (..., F)
+        cols = []
+        for column, log in zip(self.bound_columns, self.bound_log):
+            if column < 0:
+                cols.append(torch.full_like(lowest[..., 0], float("inf")))
+            else:
+                b = lowest[..., column]
+                cols.append(torch.where(torch.isinf(b), b, torch.log(b)) if log else b)
+        return torch.stack(cols, dim=-1)
+
+    def _bounded(self, upper: torch.Tensor | None, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where a value is bounded (finite bound of a bounded parameter), and the bound (0 elsewhere)."""
+        if not self.has_bounds:
+            return torch.zeros_like(like, dtype=torch.bool), torch.zeros_like(like)
+        if upper is None:
+            names = [k for k in self.support if k.partition(":")[0] in DATA_BOUNDS]
+            raise ValueError(f"parameters with data-dependent supports {names} need the data's bounds (upper=)")
+        upper = upper.to(like)
+        bounded = torch.isfinite(upper).expand_as(like)
+        return bounded, torch.where(bounded, upper, torch.zeros_like(upper)).expand_as(like)
+
+    def unconstrain(self, theta: torch.Tensor, upper: torch.Tensor | None = None) -> torch.Tensor:
         c = self.codes
         eps = 1e-6
         pos = torch.log(theta.clamp_min(1e-30))
         unit = torch.logit(theta.clamp(eps, 1 - eps))
         cor = torch.atanh(theta.clamp(-1 + eps, 1 - eps))
-        return torch.where(c == 1, pos, torch.where(c == 2, unit, torch.where(c == 3, cor, theta)))
+        u = torch.where(c == 1, pos, torch.where(c == 2, unit, torch.where(c == 3, cor, theta)))
+        bounded, b = self._bounded(upper, theta)
+        if bounded.any():
+            gap = (theta - b).clamp_max(-BOUND_GAP)  # s < 0
+            u = torch.where(bounded, gap - torch.log(-torch.expm1(gap)), u)  # logit(e^s)
+        return u
 
-    def constrain(self, u: torch.Tensor) -> torch.Tensor:
+    def constrain(self, u: torch.Tensor, upper: torch.Tensor | None = None) -> torch.Tensor:
         c = self.codes
-        return torch.where(
+        theta = torch.where(
             c == 1, torch.exp(u), torch.where(c == 2, torch.sigmoid(u), torch.where(c == 3, torch.tanh(u), u))
         )
+        bounded, b = self._bounded(upper, u)
+        if bounded.any():
+            theta = torch.where(bounded, b + torch.nn.functional.logsigmoid(u).clamp_max(-BOUND_GAP), theta)
+        return theta
 
-    def fit(self, theta: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        self.std.fit(self.unconstrain(theta), mask)
+    def fit(self, theta: torch.Tensor, mask: torch.Tensor | None = None, upper: torch.Tensor | None = None) -> None:
+        self.std.fit(self.unconstrain(theta, upper), mask)
 
-    def forward(self, theta: torch.Tensor) -> torch.Tensor:
-        return self.std(self.unconstrain(theta))
+    def forward(self, theta: torch.Tensor, upper: torch.Tensor | None = None) -> torch.Tensor:
+        return self.std(self.unconstrain(theta, upper))
 
-    def inverse(self, z: torch.Tensor) -> torch.Tensor:
-        return self.constrain(self.std.inverse(z))
+    def inverse(self, z: torch.Tensor, upper: torch.Tensor | None = None) -> torch.Tensor:
+        return self.constrain(self.std.inverse(z), upper)
 
-    def log_abs_det(self, theta: torch.Tensor) -> torch.Tensor:
+    def log_abs_det(self, theta: torch.Tensor, upper: torch.Tensor | None = None) -> torch.Tensor:
         """``log |dz/dtheta|`` summed over parameters, shape ``theta.shape[:-1]``."""
         c = self.codes
         t = theta
@@ -149,10 +218,13 @@ class ParameterMap(nn.Module):
         unit = -torch.log((t * (1 - t)).clamp_min(1e-30))
         cor = -torch.log((1 - t * t).clamp_min(1e-30))
         per = torch.where(c == 1, pos, torch.where(c == 2, unit, torch.where(c == 3, cor, torch.zeros_like(t))))
+        bounded, b = self._bounded(upper, t)
+        if bounded.any():  # du/ds = 1 / (1 - e^s)
+            per = torch.where(bounded, -torch.log(-torch.expm1((t - b).clamp_max(-BOUND_GAP))), per)
         return per.sum(-1) + self.std.log_abs_det()
 
     def check_support(self, theta: torch.Tensor, names: tuple[str, ...]) -> None:
-        """A clear error for values outside a parameter's support."""
+        """A clear error for values outside a parameter's support (data bounds are not checked here)."""
         c = self.codes
         bad = ((c == 1) & (theta <= 0)) | ((c == 2) & ((theta <= 0) | (theta >= 1))) | (
             (c == 3) & (theta.abs() >= 1)
