@@ -69,5 +69,14 @@ def against_reference(table, draws, reference, names: list[str]) -> dict:
     if len(local):
         out["local_mean_diff_in_stan_sd_max"] = round(float(local["mean_diff_in_sd"].max()), 3)
         out["local_sd_ratio_range"] = [round(float(local["sd_ratio"].min()), 3), round(float(local["sd_ratio"].max()), 3)]
+        # per group-level parameter (``name[group]`` rows): median and worst over the groups
+        by = local.groupby(local.index.str.split("[").str[0], sort=False)
+        out["local_by_parameter"] = {
+            p: {"mean_diff_in_stan_sd_median": round(float(t["mean_diff_in_sd"].median()), 3),
+                "mean_diff_in_stan_sd_max": round(float(t["mean_diff_in_sd"].max()), 3),
+                "sd_ratio_median": round(float(t["sd_ratio"].median()), 3),
+                "sd_ratio_range": [round(float(t["sd_ratio"].min()), 3), round(float(t["sd_ratio"].max()), 3)]}
+            for p, t in by
+        }
     out["c2st_global"] = round(c2st(draws[names].to_numpy(), reference[names].to_numpy(), max_samples=4000), 3)
     return out

@@ -29,6 +29,8 @@ import dataclasses
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
 from _common import against_reference, emit, median_ms, parser, setup
@@ -111,6 +113,7 @@ def main() -> None:
             "elpd_logo": round(float(loo["elpd"].sum()), 2),
             "logo_max_mc_se": round(float(loo["mc_se"].max()), 3),
         }
+        entry["tau_draws_above_fastest_response"] = _tau_above_fastest(amortized, df)
         draw_sets, entry["importance_sampled"] = _importance(amortizer, model, data, amortized, args)
         if not args.no_stan:
             stan_s, metrics, stan_draws = _against_stan(model, draw_sets, df, args, out / f"comparison_{bias}")
@@ -131,6 +134,8 @@ def main() -> None:
                 _, metrics, _ = _against_stan(model, sim_sets, sim, args, out / f"comparison_{bias}_simulated")
                 sim_is.update(metrics.get("importance_sampled", {}))
                 entry["simulated_data_set"] = {**metrics["amortized"], **_simulated_logo(amortizer, model, sim, kw),
+                                               "tau_draws_above_fastest_response": _tau_above_fastest(
+                                                   amortizer.sample_draws(sim_data, 4000, seed=1).to_frame(0), sim),
                                                "importance_sampled": sim_is}
         result[f"ddm_{bias}_bias"] = entry
     if len(logo) == 2:
@@ -151,6 +156,13 @@ CODINGS = {
     "word_upper": lambda df: df["response_upper"],
     "accuracy": lambda df: df["correct"],
 }
+
+
+def _tau_above_fastest(draws, frame) -> dict:
+    """Share of draws whose non-decision time is not below the participant's fastest response (zero likelihood there)."""
+    fastest = frame.groupby("id", observed=True)["rt"].min()
+    share = {str(g): float((np.exp(draws[f"log_tau[{g}]"]) >= rt).mean()) for g, rt in fastest.items()}
+    return {"overall": round(float(np.mean(list(share.values()))), 4), "worst_participant": round(max(share.values()), 4)}
 
 
 def _network_settings(model, args) -> MultilevelSettings:
@@ -197,12 +209,17 @@ def _against_stan(model, draw_sets: dict, frame, args, path) -> tuple[float, dic
 
     stan = fit_stan(model.name, model.stan_data(frame, group="id", rt="rt", choice="choice"),
                     chains=args.stan_chains, warmup=args.stan_warmup, draws=args.stan_draws, seed=1)
+    # Stan numbers the participants in the order of stan_data (padded_groups): name them as the draws do
+    labels = pd.Categorical(frame["id"]).remove_unused_categories().categories
+    ref = stan.draws.rename(columns={f"{p}[{k + 1}]": f"{p}[{lab}]" for p in model.local_parameter_names
+                                     for k, lab in enumerate(labels)})
     names = list(model.parameter_names)
     metrics = {}
     for i, (key, draws) in enumerate(draw_sets.items()):
-        table = compare_draws(draws, stan.draws, parameters=names)
+        local = [c for c in draws.columns if c not in names and c in ref.columns]
+        table = compare_draws(draws, ref, parameters=names + local)
         table.to_csv(f"{path}.csv" if i == 0 else f"{path}_{key}.csv")
-        metrics[key] = {"stan_max_rhat": round(stan.max_rhat, 4), **against_reference(table, draws, stan.draws, names)}
+        metrics[key] = {"stan_max_rhat": round(stan.max_rhat, 4), **against_reference(table, draws, ref, names)}
     return round(stan.seconds, 1), metrics, stan.draws
 
 
