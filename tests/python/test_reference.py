@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from amortbayes.reference import (
     split_chains,
     stan_program,
 )
-from amortbayes.reference.stan import _diagnostics, _outside_event_loop, _retry_progress_race
+from amortbayes.reference.stan import _diagnostics, _outside_event_loop, _retry_races
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROGRAMS = ["ar1_multilevel", "ddm_shared_bias", "ddm_subject_bias", "hierarchical_linear"]
@@ -404,8 +405,9 @@ def test_pystan_calls_work_inside_a_running_event_loop():
     assert _outside_event_loop(uses_asyncio_run) == 42
 
 
-def test_only_httpstans_progress_race_is_retried_and_not_forever():
-    race = RuntimeError("Exception during call to services function: `IndexError('pop from empty list')`")
+def test_only_httpstans_races_are_retried_and_not_forever():
+    progress = RuntimeError("Exception during call to services function: `IndexError('pop from empty list')`")
+    vanished = RuntimeError("Fit `models/753q7alj/fits/a23hsttk` not found.")  # another process's cleanup
     calls = []
 
     def always(err):
@@ -414,12 +416,13 @@ def test_only_httpstans_progress_race_is_retried_and_not_forever():
             raise err
         return call
 
-    with pytest.raises(RuntimeError, match="pop from empty list"):
-        _retry_progress_race(always(race), attempts=3)
-    assert len(calls) == 3
-    calls.clear()
+    for race in (progress, vanished):
+        with pytest.raises(RuntimeError, match=re.escape(str(race))):
+            _retry_races(always(race), attempts=3)
+        assert len(calls) == 3
+        calls.clear()
     with pytest.raises(RuntimeError, match="divergent"):
-        _retry_progress_race(always(RuntimeError("divergent model")), attempts=3)
+        _retry_races(always(RuntimeError("divergent model")), attempts=3)
     assert len(calls) == 1
 
 
