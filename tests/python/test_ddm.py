@@ -113,6 +113,8 @@ def test_data_bounded_map_round_trips_with_its_jacobian_and_never_crosses_the_bo
     assert bool((far[:, 1] < upper[0, 1]).all()) and torch.isfinite(far).all()
     with pytest.raises(ValueError, match="need the data's bounds"):
         pm(theta.float())
+    with pytest.raises(ValueError, match="needs positive values"):
+        pm.upper(torch.tensor([[[-0.2, 1.0], [0.3, 0.0]]]), torch.ones(1, 2))
     with pytest.raises(ValueError, match="names data column 'ms'"):
         ParameterMap(("below_min:ms",), data_names=("rt",))
 

@@ -22,6 +22,9 @@ CASES = {
         epochs=30, iterations_per_epoch=200, batch_size=32)),
     "ddm_shared_bias": (HierarchicalDDM(), default_settings(HierarchicalDDM()), TrainSettings(
         epochs=20, iterations_per_epoch=150, batch_size=32, learning_rate=5e-4)),
+    # log_tau failed SBC until draws were bounded by the fastest response (data-bounded support)
+    "ddm_subject_bias": (HierarchicalDDM(bias="subject"), default_settings(HierarchicalDDM(bias="subject")),
+                         TrainSettings(epochs=20, iterations_per_epoch=150, batch_size=32, learning_rate=5e-4)),
 }
 
 

@@ -145,6 +145,7 @@ class ParameterMap(nn.Module):
         # per parameter: the data column of its bound (-1: none) and whether the bound is a log
         columns = [list(data_names).index(c) if b in DATA_BOUNDS else -1 for b, _, c in bounds]
         self.bound_columns = tuple(columns)
+        self.data_names = tuple(data_names)
         self.bound_log = tuple(b == "below_log_min" for b, _, _ in bounds)
         self.has_bounds = any(c >= 0 for c in columns)
         self.std = Standardizer(n)
@@ -164,6 +165,9 @@ class ParameterMap(nn.Module):
                 cols.append(torch.full_like(lowest[..., 0], float("inf")))
             else:
                 b = lowest[..., column]
+                if log and bool((b <= 0).any()):
+                    raise ValueError(f"a group's smallest {self.data_names[column]!r} is {float(b.min()):g}; "
+                                     "a 'below_log_min' bound needs positive values (response times in seconds?)")
                 cols.append(torch.where(torch.isinf(b), b, torch.log(b)) if log else b)
         return torch.stack(cols, dim=-1)
 
