@@ -129,13 +129,12 @@ def main() -> None:
             if args.also_simulated:  # the same design, data from the model: inside the training range
                 sim = _simulated_like(model, df)
                 sim_data = amortizer.prepare(sim, **kw)
-                sim_sets, sim_is = _importance(amortizer, model, sim_data,
-                                               amortizer.sample_draws(sim_data, 4000, seed=1).to_frame(0), args)
+                sim_amortized = amortizer.sample_draws(sim_data, 4000, seed=1).to_frame(0)
+                sim_sets, sim_is = _importance(amortizer, model, sim_data, sim_amortized, args)
                 _, metrics, _ = _against_stan(model, sim_sets, sim, args, out / f"comparison_{bias}_simulated")
                 sim_is.update(metrics.get("importance_sampled", {}))
                 entry["simulated_data_set"] = {**metrics["amortized"], **_simulated_logo(amortizer, model, sim, kw),
-                                               "tau_draws_above_fastest_response": _tau_above_fastest(
-                                                   amortizer.sample_draws(sim_data, 4000, seed=1).to_frame(0), sim),
+                                               "tau_draws_above_fastest_response": _tau_above_fastest(sim_amortized, sim),
                                                "importance_sampled": sim_is}
         result[f"ddm_{bias}_bias"] = entry
     if len(logo) == 2:

@@ -172,9 +172,10 @@ class ParameterMap(nn.Module):
         return torch.stack(cols, dim=-1)
 
     def _bounded(self, upper: torch.Tensor | None, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Where a value is bounded (finite bound of a bounded parameter), and the bound (0 elsewhere)."""
-        if not self.has_bounds:
-            return torch.zeros_like(like, dtype=torch.bool), torch.zeros_like(like)
+        """Where a value is bounded (finite bound of a bounded parameter), and the bound (0 elsewhere).
+
+        Only called when the map has data bounds (``has_bounds``).
+        """
         if upper is None:
             names = [k for k in self.support if k.partition(":")[0] in DATA_BOUNDS]
             raise ValueError(f"parameters with data-dependent supports {names} need the data's bounds (upper=)")
@@ -189,8 +190,8 @@ class ParameterMap(nn.Module):
         unit = torch.logit(theta.clamp(eps, 1 - eps))
         cor = torch.atanh(theta.clamp(-1 + eps, 1 - eps))
         u = torch.where(c == 1, pos, torch.where(c == 2, unit, torch.where(c == 3, cor, theta)))
-        bounded, b = self._bounded(upper, theta)
-        if bounded.any():
+        if self.has_bounds:
+            bounded, b = self._bounded(upper, theta)
             gap = (theta - b).clamp_max(-BOUND_GAP)  # s < 0
             u = torch.where(bounded, gap - torch.log(-torch.expm1(gap)), u)  # logit(e^s)
         return u
@@ -200,8 +201,8 @@ class ParameterMap(nn.Module):
         theta = torch.where(
             c == 1, torch.exp(u), torch.where(c == 2, torch.sigmoid(u), torch.where(c == 3, torch.tanh(u), u))
         )
-        bounded, b = self._bounded(upper, u)
-        if bounded.any():
+        if self.has_bounds:
+            bounded, b = self._bounded(upper, u)
             theta = torch.where(bounded, b + torch.nn.functional.logsigmoid(u).clamp_max(-BOUND_GAP), theta)
         return theta
 
@@ -222,8 +223,8 @@ class ParameterMap(nn.Module):
         unit = -torch.log((t * (1 - t)).clamp_min(1e-30))
         cor = -torch.log((1 - t * t).clamp_min(1e-30))
         per = torch.where(c == 1, pos, torch.where(c == 2, unit, torch.where(c == 3, cor, torch.zeros_like(t))))
-        bounded, b = self._bounded(upper, t)
-        if bounded.any():  # du/ds = 1 / (1 - e^s)
+        if self.has_bounds:  # du/ds = 1 / (1 - e^s)
+            bounded, b = self._bounded(upper, t)
             per = torch.where(bounded, -torch.log(-torch.expm1((t - b).clamp_max(-BOUND_GAP))), per)
         return per.sum(-1) + self.std.log_abs_det()
 
