@@ -204,14 +204,12 @@ def _against_stan(model, draw_sets: dict, frame, args, path) -> tuple[float, dic
 
     Writes ``{path}.csv`` (the first set) and ``{path}_{name}.csv`` (the others).
     """
-    from amortbayes.reference import compare_draws, fit_stan
+    from amortbayes.reference import compare_draws, fit_stan, label_groups
+    from amortbayes.simulation import group_levels
 
     stan = fit_stan(model.name, model.stan_data(frame, group="id", rt="rt", choice="choice"),
                     chains=args.stan_chains, warmup=args.stan_warmup, draws=args.stan_draws, seed=1)
-    # Stan numbers the participants in the order of stan_data (padded_groups): name them as the draws do
-    labels = pd.Categorical(frame["id"]).remove_unused_categories().categories
-    ref = stan.draws.rename(columns={f"{p}[{k + 1}]": f"{p}[{lab}]" for p in model.local_parameter_names
-                                     for k, lab in enumerate(labels)})
+    ref = label_groups(stan.draws, model.local_parameter_names, group_levels(frame["id"], drop_unused=True))
     names = list(model.parameter_names)
     metrics = {}
     for i, (key, draws) in enumerate(draw_sets.items()):

@@ -117,14 +117,13 @@ def main() -> None:
         result["raw_vs_importance_over_prior"] = _raw_vs_importance(amortizer, model, args.prior_sims)
     if not args.no_stan:
         from amortbayes.plots import plot_group_intervals, plot_posterior_pairs
-        from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data
+        from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data, label_groups
+        from amortbayes.simulation import group_levels
 
         stan_data = hierarchical_linear_data(df, group="Subject", x="Days", y="Reaction", **_priors(model))
         stan = fit_stan("hierarchical_linear", stan_data, chains=4, warmup=1000, draws=1000, seed=1)
-        labels = list(df["Subject"].cat.categories)
-        ref = stan.draws.rename(columns={
-            f"{n}[{k + 1}]": f"{n}[{lab}]" for n in ("r_Intercept", "r_x") for k, lab in enumerate(labels)
-        })
+        labels = group_levels(df["Subject"], drop_unused=True)
+        ref = label_groups(stan.draws, ("r_Intercept", "r_x"), labels)
         table = compare_draws(amortized, ref)
         table.to_csv(out / "comparison.csv")
         lam_a = {n: pooling_factor(amortized[[f"r_{n}[{lab}]" for lab in labels]].to_numpy(),
@@ -209,7 +208,8 @@ def _simulated(amortizer, model: HierarchicalLinear, ref, k: int) -> dict:
     18 groups of Days 0..9 as in sleepstudy, but drawn from the model itself: what remains is
     the amortizer's approximation error, not a misfit of the model to the real data.
     """
-    from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data
+    from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data, label_groups
+        from amortbayes.simulation import group_levels
 
     theta = torch.as_tensor(ref[GLOBAL].mean().to_numpy()[None], dtype=torch.float32)
     gen = torch.Generator().manual_seed(11)
@@ -288,7 +288,8 @@ def _logo_refits(amortizer, model: HierarchicalLinear, df, kw: dict, loo: pd.Dat
     estimates it (local flow as the proposal).
     """
     from amortbayes.diagnostics import psis_logo
-    from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data
+    from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data, label_groups
+        from amortbayes.simulation import group_levels
 
     elpd, mc_se, diffs, seconds = [], [], [], 0.0
     for k, lab in enumerate(loo["group"]):

@@ -495,6 +495,20 @@ def prepare_multilevel(
     return out
 
 
+def group_levels(values: pd.Series, *, drop_unused: bool = False) -> list:
+    """The groups of a grouping column in the package's one order, used for amortized and Stan data alike.
+
+    A categorical column's categories in their order (``drop_unused`` leaves out those with no
+    rows), otherwise the sorted distinct values, as ``pd.Categorical`` orders them, so group ``j``
+    of :func:`prepare_multilevel` is group ``j + 1`` of the Stan data from
+    :func:`amortbayes.reference.padded_groups`.
+    """
+    cat = values.astype("category") if not isinstance(values.dtype, pd.CategoricalDtype) else values
+    if drop_unused:
+        cat = cat.cat.remove_unused_categories()
+    return list(cat.cat.categories)
+
+
 def _multilevel_from_frames(frames, info, group, columns) -> MultilevelData:
     if group is None:
         raise ValueError("multilevel data frames need group= naming the grouping column")
@@ -516,7 +530,7 @@ def _multilevel_from_frames(frames, info, group, columns) -> MultilevelData:
         if df[group].isna().any():
             raise ValueError(f"grouping column {group!r}{where} contains missing values")
         g = df[group]
-        levels = list(g.cat.categories) if isinstance(g.dtype, pd.CategoricalDtype) else list(pd.unique(g))
+        levels = group_levels(g)
         arrays, labels = [], []
         for level in levels:
             rows = df.loc[g == level, names]
@@ -649,6 +663,7 @@ __all__ = [
     "MultilevelData",
     "MultilevelModel",
     "Simulator",
+    "group_levels",
     "pad_datasets",
     "prepare_multilevel",
     "prepare_observed",

@@ -459,3 +459,36 @@ def test_sleepstudy_fit_with_pystan():
     assert again.compile_seconds < 20
     assert again.seconds > 1
     pd.testing.assert_frame_equal(again.draws, fit.draws)
+
+
+@pytest.mark.parametrize("ids", [["c", "a", "c", "b", "a"], [10, 2, 10, 7, 2]])
+def test_amortizer_and_stan_number_groups_alike(ids):
+    # a plain (non-categorical) grouping column in order of appearance: the amortizer's group j
+    # must hold the same rows as Stan's group j + 1, and label_groups must name them alike
+    from amortbayes.models import HierarchicalLinear
+    from amortbayes.reference import label_groups
+    from amortbayes.simulation import group_levels, prepare_multilevel
+
+    frame = pd.DataFrame({"g": ids, "x": [0.0, 1.0, 2.0, 3.0, 4.0], "y": [5.0, 6.0, 7.0, 8.0, 9.0]})
+    packed = prepare_multilevel(frame, HierarchicalLinear().info, group="g", warn_outside=False)
+    stan = padded_groups(frame, "g", ["x", "y"])
+    levels = group_levels(frame["g"], drop_unused=True)
+    assert list(packed.group_labels[0]) == [str(v) for v in levels] == [str(v) for v in sorted(set(ids))]
+    for j in range(stan["J"]):
+        n = stan["N"][j]
+        np.testing.assert_array_equal(packed.x[0, j, :n, 0].numpy(), stan["x"][j, :n])
+        assert packed.mask[0, j].sum() == n
+    draws = pd.DataFrame({f"r_x[{k}]": [float(k)] for k in (1, 2, 3)} | {"sigma": [1.0]})
+    named = label_groups(draws, ["r_x"], levels)
+    assert {c: named[c].item() for c in named.columns} == {
+        f"r_x[{lab}]": float(k + 1) for k, lab in enumerate(levels)} | {"sigma": 1.0}
+    with pytest.raises(ValueError, match="r_Intercept"):
+        label_groups(draws, ["r_Intercept"], levels)
+
+
+def test_group_levels_keeps_unused_categories_unless_asked():
+    from amortbayes.simulation import group_levels
+
+    g = pd.Series(pd.Categorical(["b", "a"], categories=["z", "b", "a"]))
+    assert group_levels(g) == ["z", "b", "a"]
+    assert group_levels(g, drop_unused=True) == ["b", "a"]

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from amortbayes.reference.convergence import ess_bulk, rhat
+from amortbayes.simulation import group_levels
 
 __all__ = [
     "BACKENDS",
@@ -61,6 +62,7 @@ __all__ = [
     "fit_stan",
     "hierarchical_linear_data",
     "known_programs",
+    "label_groups",
     "normalize_draws",
     "padded_groups",
     "stan_program",
@@ -240,8 +242,9 @@ def padded_groups(
 ) -> dict[str, Any]:
     """Long data -> the padded layout of the Stan programs: ``J``, ``N_max``, ``N`` and ``J x N_max`` arrays.
 
-    Groups are ordered by the categories of ``frame[group]`` (unused ones dropped) or, for a
-    non-categorical column, by sorted value; rows keep their order within a group.  Padding is
+    Groups are in :func:`amortbayes.simulation.group_levels` order (unused categories dropped),
+    the amortizer's order, so Stan's ``name[k]`` is the amortizer's ``k``-th group (see
+    :func:`label_groups`); rows keep their order within a group.  Padding is
     0 and never read by the programs.
 
     Example:
@@ -253,9 +256,9 @@ def padded_groups(
     missing = [c for c in [group, *columns] if c not in frame.columns]
     if missing:
         raise ValueError(f"frame has no column(s) {', '.join(missing)}")
-    codes = pd.Categorical(frame[group]).remove_unused_categories().codes
-    if (codes < 0).any():
+    if frame[group].isna().any():
         raise ValueError(f"column {group!r} has missing values")
+    codes = pd.Index(group_levels(frame[group], drop_unused=True)).get_indexer(frame[group])
     n_groups = int(codes.max()) + 1
     sizes = np.bincount(codes, minlength=n_groups)
     width = int(sizes.max())
@@ -266,6 +269,25 @@ def padded_groups(
         padded[codes, position] = frame[column].to_numpy(dtype=np.float64)
         out[column] = padded
     return out
+
+
+def label_groups(draws: pd.DataFrame, parameters: Sequence[str], labels: Sequence[Any]) -> pd.DataFrame:
+    """Stan's ``name[k]`` columns of ``parameters`` renamed ``name[label]``, ``labels`` in Stan's group order.
+
+    With ``labels = group_levels(frame[group], drop_unused=True)`` of the frame given to
+    :func:`padded_groups`, the columns get the names of the amortizer's draws (``alpha[308]``).
+
+    Raises:
+        ValueError: the draws have no ``name[1]`` .. ``name[len(labels)]`` columns for a parameter.
+    """
+    rename = {}
+    for name in parameters:
+        columns = [f"{name}[{k + 1}]" for k in range(len(labels))]
+        missing = [c for c in columns if c not in draws.columns]
+        if missing:
+            raise ValueError(f"draws lack {len(missing)} column(s) of {name!r} for {len(labels)} groups, e.g. {missing[0]!r}")
+        rename.update({c: f"{name}[{label}]" for c, label in zip(columns, labels)})
+    return draws.rename(columns=rename)
 
 
 def hierarchical_linear_data(
