@@ -21,6 +21,9 @@ A run whose --out folder holds finished checkpoints reuses the trained networks
 --init DIR continues training the amortizers saved in an earlier run's --out folder DIR
 (their standardization kept, a new learning-rate schedule of --epochs); train_seconds and
 train_simulations then include the earlier run's (from DIR's checkpoints).
+Stan's fits are kept in the --out folder (comparison_*_stan.npz) and read back by a rerun with
+the same data and Stan settings; stan_seconds is then the stored fit's time and the entry names
+the file (stan_read_back_from).
 """
 
 from __future__ import annotations
@@ -116,11 +119,13 @@ def main() -> None:
         entry["tau_draws_above_fastest_response"] = _tau_above_fastest(amortized, df)
         draw_sets, entry["importance_sampled"] = _importance(amortizer, model, data, amortized, args)
         if not args.no_stan:
-            stan_s, metrics, stan_draws = _against_stan(model, draw_sets, df, args, out / f"comparison_{bias}")
-            entry["logo_vs_stan_psis"], stan_logo[bias] = _logo_vs_stan(amortizer, model, data, stan_draws, loo,
+            stan, metrics = _against_stan(model, draw_sets, df, args, out / f"comparison_{bias}")
+            entry["logo_vs_stan_psis"], stan_logo[bias] = _logo_vs_stan(amortizer, model, data, stan.draws, loo,
                                                                         out / f"logo_stan_{bias}")
+            stan_s = round(stan.seconds, 1)
             entry.update({
                 "stan_seconds": stan_s,
+                **({"stan_read_back_from": str(out / f"comparison_{bias}_stan.npz")} if stan.from_file else {}),
                 "stan_chains_warmup_draws": [args.stan_chains, args.stan_warmup, args.stan_draws],
                 "speedup_fit_vs_stan": round(stan_s / (fit_ms / 1000), 1),
                 **metrics.pop("amortized"),
@@ -131,7 +136,7 @@ def main() -> None:
                 sim_data = amortizer.prepare(sim, **kw)
                 sim_amortized = amortizer.sample_draws(sim_data, 4000, seed=1).to_frame(0)
                 sim_sets, sim_is = _importance(amortizer, model, sim_data, sim_amortized, args)
-                _, metrics, _ = _against_stan(model, sim_sets, sim, args, out / f"comparison_{bias}_simulated")
+                _, metrics = _against_stan(model, sim_sets, sim, args, out / f"comparison_{bias}_simulated")
                 sim_is.update(metrics.get("importance_sampled", {}))
                 entry["simulated_data_set"] = {**metrics["amortized"], **_simulated_logo(amortizer, model, sim, kw),
                                                "tau_draws_above_fastest_response": _tau_above_fastest(sim_amortized, sim),
@@ -199,16 +204,18 @@ def _importance(amortizer, model, data, amortized, args) -> tuple[dict, dict]:
     return draw_sets, entry
 
 
-def _against_stan(model, draw_sets: dict, frame, args, path) -> tuple[float, dict, object]:
-    """Stan's fit of ``frame``, the comparison of the global marginals with each of ``draw_sets``, and Stan's draws.
+def _against_stan(model, draw_sets: dict, frame, args, path) -> tuple[object, dict]:
+    """Stan's fit of ``frame`` and the comparison of the global marginals with each of ``draw_sets``.
 
-    Writes ``{path}.csv`` (the first set) and ``{path}_{name}.csv`` (the others).
+    Writes ``{path}.csv`` (the first set) and ``{path}_{name}.csv`` (the others); keeps Stan's
+    fit in ``{path}_stan.npz`` and reads it back on a rerun with the same data and settings.
     """
     from amortbayes.reference import compare_draws, fit_stan, label_groups
     from amortbayes.simulation import group_levels
 
     stan = fit_stan(model.name, model.stan_data(frame, group="id", rt="rt", choice="choice"),
-                    chains=args.stan_chains, warmup=args.stan_warmup, draws=args.stan_draws, seed=1)
+                    chains=args.stan_chains, warmup=args.stan_warmup, draws=args.stan_draws, seed=1,
+                    file=f"{path}_stan.npz")
     ref = label_groups(stan.draws, model.local_parameter_names, group_levels(frame["id"], drop_unused=True))
     names = list(model.parameter_names)
     metrics = {}
@@ -217,7 +224,7 @@ def _against_stan(model, draw_sets: dict, frame, args, path) -> tuple[float, dic
         table = compare_draws(draws, ref, parameters=names + local)
         table.to_csv(f"{path}.csv" if i == 0 else f"{path}_{key}.csv")
         metrics[key] = {"stan_max_rhat": round(stan.max_rhat, 4), **against_reference(table, draws, ref, names)}
-    return round(stan.seconds, 1), metrics, stan.draws
+    return stan, metrics
 
 
 def _logo_vs_stan(amortizer, model, data, stan_draws, loo, path) -> tuple[dict, object]:

@@ -392,6 +392,40 @@ def test_cmdstanpy_backend_with_a_stand_in_module(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(fit.draws, normalize_draws(canned_pystan(), backend="pystan", chains=2))
 
 
+def test_fit_file_is_read_back_until_program_data_or_settings_change(tmp_path, monkeypatch):
+    import amortbayes.reference.stan as stan_module
+
+    sampled = []
+
+    def stand_in(name, code, data, chains, warmup, draws, seed, progress):
+        sampled.append((data["y"][0][0], draws, seed))
+        return canned_cmdstanpy(), 0.5, 2.0
+
+    monkeypatch.setattr(stan_module, "_fit_cmdstanpy", stand_in)
+    monkeypatch.setattr(stan_module, "available_backend", lambda: "cmdstanpy")
+    path = tmp_path / "fits" / "sleep.npz"
+    data = sleepstudy_data()
+    first = fit_stan("hierarchical_linear", data, chains=2, warmup=10, draws=3, seed=7, file=path)
+    assert len(sampled) == 1 and not first.from_file and path.exists()
+    again = fit_stan("hierarchical_linear", data, chains=2, warmup=10, draws=3, seed=7, file=path)
+    assert len(sampled) == 1 and again.from_file
+    pd.testing.assert_frame_equal(again.draws, first.draws)  # chain and draw stay integers
+    assert (again.seconds, again.backend, again.divergences) == (first.seconds, first.backend, first.divergences)
+    assert np.isnan(again.max_rhat) and np.isnan(first.max_rhat)
+    changed_y = {**data, "y": data["y"] + 1.0}
+    for kwargs, what in ((dict(data=data, seed=8), "seed"), (dict(data=data, draws=4), "draws"),
+                         (dict(data=changed_y), "data")):
+        call = {"seed": 7, "draws": 3, **kwargs}
+        fit = fit_stan("hierarchical_linear", chains=2, warmup=10, file=path, **call)
+        assert not fit.from_file, what
+        assert fit_stan("hierarchical_linear", chains=2, warmup=10, file=path, **call).from_file, what
+    assert len(sampled) == 4
+    path.write_bytes(b"not a fit")
+    with pytest.warns(UserWarning, match="could not read the Stan fit"):
+        assert not fit_stan("hierarchical_linear", data, chains=2, warmup=10, draws=3, seed=7, file=path).from_file
+    assert len(sampled) == 5 and not list(path.parent.glob("*.partial"))
+
+
 def test_pystan_calls_work_inside_a_running_event_loop():
     def uses_asyncio_run() -> int:  # what pystan does internally
         async def answer() -> int:

@@ -19,7 +19,8 @@ Compiled models are cached: httpstan (pystan) caches by program text under
 ``~/.cache/httpstan``; for cmdstanpy the program is compiled in
 ``~/.cache/amortbayes/stan/<sha>`` (``$XDG_CACHE_HOME`` is honoured).  httpstan also caches
 *fits* made with a seed; :func:`fit_stan` removes the fits it created so that a repeated call
-samples again and ``seconds`` stays a real sampling time.
+samples again and ``seconds`` stays a real sampling time.  ``fit_stan(..., file=)`` keeps a
+fit on disk instead and reads it back while program, data and settings are unchanged.
 
 Example:
     >>> from amortbayes.data import load_sleepstudy
@@ -38,10 +39,12 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import re
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -378,6 +381,8 @@ class StanFit:
         max_rhat: Largest rank-normalized split-R-hat over all quantities (constant ones skipped).
         min_ess_bulk: Smallest bulk-ESS over all quantities.
         divergences: Number of divergent transitions after warmup, if the backend reports them.
+        from_file: Whether the fit was read back from ``fit_stan(..., file=)`` (then ``seconds``
+            is the sampling time of the run that wrote it).
     """
 
     name: str
@@ -388,6 +393,7 @@ class StanFit:
     max_rhat: float
     min_ess_bulk: float
     divergences: int | None
+    from_file: bool = False
 
     @property
     def parameters(self) -> list[str]:
@@ -611,6 +617,7 @@ def fit_stan(
     backend: str | None = None,
     show_progress: bool = False,
     stan_dir: str | os.PathLike[str] | None = None,
+    file: str | os.PathLike[str] | None = None,
 ) -> StanFit:
     """Fit Stan program ``stan/NAME.stan`` to ``data`` with NUTS and return draws plus diagnostics.
 
@@ -626,6 +633,10 @@ def fit_stan(
         backend: ``"cmdstanpy"``, ``"pystan"`` or ``None`` for :func:`available_backend`.
         show_progress: Show the backend's progress output.
         stan_dir: Folder of the Stan programs (see :func:`stan_program`).
+        file: Keep the fit in this ``.npz`` file, like brms' ``brm(file = )``: when the file
+            holds a fit of the same program text, data, settings and backend it is read back
+            instead of sampling (``from_file`` is then True); otherwise Stan samples and the
+            file is (over)written.  Seeded fits reproduce, so this only saves time.
 
     Raises:
         ValueError / TypeError: bad arguments or data (nothing has run).
@@ -649,6 +660,11 @@ def fit_stan(
     elif backend == "pystan" and not _pystan_importable():
         raise RuntimeError(_INSTALL_HINT)
 
+    if file is not None:
+        key = _fit_key(code, json_data, backend, chains, warmup, draws, seed)
+        stored = _read_fit(Path(file), key)
+        if stored is not None:
+            return stored
     if backend == "pystan":
         buffer = None if show_progress else io.StringIO()
         try:
@@ -667,7 +683,7 @@ def fit_stan(
         )
     frame = normalize_draws(raw, backend=backend, chains=chains)
     max_rhat, min_ess, divergences = _diagnostics(frame)
-    return StanFit(
+    fit = StanFit(
         name=name,
         draws=frame,
         seconds=seconds,
@@ -677,3 +693,52 @@ def fit_stan(
         min_ess_bulk=min_ess,
         divergences=divergences,
     )
+    if file is not None:
+        _write_fit(Path(file), key, fit)
+    return fit
+
+
+def _fit_key(code: str, json_data: Mapping[str, Any], backend: str, *settings: int) -> str:
+    """Digest of everything that determines a seeded fit's draws."""
+    text = json.dumps({"code": code, "data": json_data, "backend": backend, "settings": settings}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_fit(path: Path, key: str, fit: StanFit) -> None:
+    """``fit`` into one ``.npz`` (no pickles): the draws' values and names plus a JSON header."""
+    header = {field.name: getattr(fit, field.name) for field in dataclasses.fields(fit)
+              if field.name not in ("draws", "from_file")}
+    header.update(key=key, integer_columns=[c for c in fit.draws.columns
+                                            if pd.api.types.is_integer_dtype(fit.draws[c])])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as handle:  # np.savez would append .npz to a path without it
+        np.savez(handle, values=fit.draws.to_numpy(dtype=np.float64),
+                 columns=np.array(fit.draws.columns, dtype=str), header=np.array(json.dumps(header, default=_plain)))
+    os.replace(partial, path)  # a fit interrupted while writing never leaves half a file
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (``np.int64`` divergences) for JSON."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in a fit's header")
+
+
+def _read_fit(path: Path, key: str) -> StanFit | None:
+    """The fit stored in ``path`` if it was made with ``key``; None when absent, stale or unreadable."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            header = json.loads(str(stored["header"]))
+            values, columns = stored["values"], [str(c) for c in stored["columns"]]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        warnings.warn(f"could not read the Stan fit in {path} ({error}); sampling again", stacklevel=3)
+        return None
+    if header.pop("key") != key:
+        return None
+    frame = pd.DataFrame(values, columns=columns)
+    integers = header.pop("integer_columns")
+    frame[integers] = frame[integers].astype(np.int64)
+    return StanFit(draws=frame, from_file=True, **header)
