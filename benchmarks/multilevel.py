@@ -193,6 +193,8 @@ def _raw_vs_importance(amortizer, model: HierarchicalLinear, k: int) -> dict:
             diffs.append((raw.mean(0) - ref.mean(0)) / ref.std(0))
             ratios.append(raw.std(0) / ref.std(0))
     d, r = np.array(diffs), np.array(ratios)
+    if not diffs:  # an undertrained network: no importance-sampled reference to measure it against
+        return {"data_sets": k, "pareto_k_below_0.7": 0}
 
     def per(values):
         return {n: round(float(v), 3) for n, v in zip(GLOBAL, values)}
@@ -208,8 +210,7 @@ def _simulated(amortizer, model: HierarchicalLinear, ref, k: int) -> dict:
     18 groups of Days 0..9 as in sleepstudy, but drawn from the model itself: what remains is
     the amortizer's approximation error, not a misfit of the model to the real data.
     """
-    from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data, label_groups
-        from amortbayes.simulation import group_levels
+    from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data
 
     theta = torch.as_tensor(ref[GLOBAL].mean().to_numpy()[None], dtype=torch.float32)
     gen = torch.Generator().manual_seed(11)
@@ -288,8 +289,7 @@ def _logo_refits(amortizer, model: HierarchicalLinear, df, kw: dict, loo: pd.Dat
     estimates it (local flow as the proposal).
     """
     from amortbayes.diagnostics import psis_logo
-    from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data, label_groups
-        from amortbayes.simulation import group_levels
+    from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data
 
     elpd, mc_se, diffs, seconds = [], [], [], 0.0
     for k, lab in enumerate(loo["group"]):
