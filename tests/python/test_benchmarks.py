@@ -1,0 +1,57 @@
+"""The benchmark scripts run end to end on a few training steps (no Stan) and print one JSON object.
+
+Their numbers are meaningless at this budget; what is checked is that every script parses its
+arguments, trains, evaluates and reports the keys the README quotes.  Stan comparisons are
+left to the real runs (minutes of sampling).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(script: str, *args: str, tmp_path: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--threads", "1", *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")
+                                          if not p.name.startswith("_")))
+def test_every_benchmark_explains_itself(script, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "python")}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "--device" in done.stdout
+
+
+def test_multilevel_benchmark_runs(tmp_path):
+    out = run_benchmark("multilevel.py", "--no-stan", "--epochs", "1", "--iterations", "3", "--prior-sims", "1",
+                        "--out", str(tmp_path / "out"), tmp_path=tmp_path)
+    assert out["train_steps"] == 3
+    assert out["j100_1000_draws_ms"] > 0 and out["logo_all_18_groups_ms"] > 0
+    assert out["raw_vs_importance_over_prior"]["data_sets"] == 1
+
+
+def test_ddm_benchmark_runs_and_reuses_its_training(tmp_path):
+    args = ("--no-stan", "--epochs", "1", "--iterations", "2", "--proposals", "100", "--out", str(tmp_path / "out"))
+    first = run_benchmark("ddm.py", *args, "--variants", "shared,subject", tmp_path=tmp_path)
+    for bias in ("shared", "subject"):
+        entry = first[f"ddm_{bias}_bias"]
+        assert entry["train_simulations"] == 2 * 32
+        assert entry["tau_draws_above_fastest_response"]["worst_participant"] == 0  # bounded support, any weights
+        assert (tmp_path / "out" / f"amortizer_{bias}").exists()
+    assert "logo_elpd_diff_se" in first
+    again = run_benchmark("ddm.py", *args, "--variants", "shared", tmp_path=tmp_path)  # finished: no new training
+    assert again["ddm_shared_bias"]["train_seconds"] == first["ddm_shared_bias"]["train_seconds"]
