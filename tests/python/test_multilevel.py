@@ -347,6 +347,7 @@ def test_importance_draws_match_the_closed_form_posterior(trained_hg):
         raw.append(abs(raw_mu.mean() - exact["mu_mean"][i]) / exact["mu_sd"][i])
         k_hat.append(draws.diagnostics["pareto_k"])
         assert draws.diagnostics["proposals"] == 4000 and 0 < draws.diagnostics["ess"] <= 4000
+        assert 0 <= draws.diagnostics["likelihood_mc_sd"] < 1  # a Gaussian local posterior, 8 draws
     assert np.sum(np.array(k_hat) > 0.7) <= 2
     assert np.mean(fixed) < 0.08 and np.mean(fixed) < np.mean(raw)
     assert np.all(np.abs(np.array(sd_ratio) - 1) < 0.15)
@@ -370,6 +371,12 @@ def test_importance_draws_follow_another_prior_and_flag_a_poor_proposal(trained_
     with pytest.warns(UserWarning, match="Pareto k"):
         bad = fresh.importance_draws(big, model, 200, seed=0)
     assert bad.diagnostics["pareto_k"] > 0.7
+    # the noise of the groups' likelihood estimates falls with the local draws (delta method)
+    noise = [amortizer.importance_draws(big, model, 500, proposals=1000, importance=m, seed=0,
+                                        warn=False).diagnostics["likelihood_mc_sd"] for m in (2, 32)]
+    assert noise[0] > 2 * noise[1] > 0, noise
+    with pytest.warns(UserWarning, match=r"likelihoods, each estimated from 2 local draws, add noise"):
+        fresh.importance_draws(big, model, 200, importance=2, seed=0)  # an untrained local flow
     with pytest.raises(ValueError, match="proposals >= 10"):
         amortizer.importance_draws(b, model, 10, proposals=5)
     with pytest.raises(ValueError, match="one data set"):

@@ -61,6 +61,14 @@ from amortbayes.networks.summary import n_statistics, with_statistics
 from amortbayes.simulation import Batch, ModelInfo, MultilevelData, prepare_multilevel
 
 
+def _weighted_noise_sd(probs: np.ndarray, variance: np.ndarray) -> float:
+    """``sqrt(sum_s p_s v_s / sum_s p_s)`` over the draws with a finite variance ``v_s`` (NaN if none)."""
+    ok = np.isfinite(variance) & (probs > 0)
+    if not ok.any():
+        return float("nan")
+    return float(np.sqrt(np.sum(probs[ok] * variance[ok]) / np.sum(probs[ok])))
+
+
 def _nan_to_neginf(log_w: torch.Tensor) -> torch.Tensor:
     """NaN log weights (a density outside its support) become zero weights; -inf stays -inf."""
     return torch.where(torch.isnan(log_w), torch.full_like(log_w, -math.inf), log_w)
@@ -339,7 +347,14 @@ class MultilevelAmortizer(nn.Module):
         trained on (a prior sensitivity check) works as long as ``k`` stays low.
 
         Returns :class:`MultilevelDraws` with ``diagnostics``: ``pareto_k``, ``ess`` (of the
-        ``proposals`` weights), ``ess_fraction`` and ``proposals``.
+        ``proposals`` weights), ``ess_fraction``, ``proposals`` and ``likelihood_mc_sd``: the
+        Monte Carlo SD of the estimated ``sum_j log p(x_j | g)`` (delta method over each group's
+        local weights, averaged over the weighted draws; heavy-tailed local weights make it an
+        underestimate: on speed_acc 2.1 nats where repeated estimates at Stan's draws spread
+        by 3.3).  That noise enters every log weight;
+        above about 1 nat it alone makes the weights degenerate (a noise variance ``s^2``
+        keeps roughly a fraction ``exp(-s^2)`` of the effective sample size), and the warning
+        then says to raise ``importance``.
 
         References:
             Dax et al. (2023). Neural importance sampling for rapid and reliable
@@ -360,6 +375,8 @@ class MultilevelAmortizer(nn.Module):
             zg, theta_g = zg[0], self.global_map.inverse(zg[0])
             log_w = model.global_log_prior(theta_g) - (log_qz[0] + self.global_map.log_abs_det(theta_g))
             log_px, local, local_log_w = self._groups_evidence(groups, zg, theta_g, x, mask, model, importance, gen)
+            # Monte Carlo variance of each proposal's summed log-likelihood estimate (delta method)
+            noise = torch.stack([log_mean_exp(lw)[1] for lw in local_log_w], -1).square().sum(-1)
             log_w = _nan_to_neginf(log_w + log_px.sum(-1))
             if not torch.isfinite(log_w).any():
                 raise ValueError("importance_draws(): every proposal has zero weight under the model (likelihood or "
@@ -374,14 +391,19 @@ class MultilevelAmortizer(nn.Module):
                 which = torch.multinomial(inner, 1, generator=gen)[:, 0].to(dev)
                 out[:, k] = local[k][picked, which]
         ess = effective_sample_size(smoothed)  # k-hat is the raw weights' tail; the ESS that of the weights used
-        diag = {"pareto_k": k_hat, "ess": ess, "ess_fraction": ess / int(proposals), "proposals": int(proposals)}
+        diag = {"pareto_k": k_hat, "ess": ess, "ess_fraction": ess / int(proposals), "proposals": int(proposals),
+                "likelihood_mc_sd": _weighted_noise_sd(probs.numpy(), noise.cpu().double().numpy())}
         if warn and diag["pareto_k"] > RELIABLE_PARETO_K:
+            noisy = (f" The groups' likelihoods, each estimated from {importance} local draws, add noise of "
+                     f"{diag['likelihood_mc_sd']:.1f} nats to the log weights, which alone degrades them; a larger "
+                     "importance= (or a better trained local flow) reduces it."
+                     if diag["likelihood_mc_sd"] > 1.0 else "")
             warnings.warn(
                 f"importance weights may be unreliable (Pareto k = {diag['pareto_k']:.2f} > {RELIABLE_PARETO_K}, "
                 f"effective sample size {diag['ess']:.0f} of {proposals}): the amortized posterior's tails are lighter "
                 "than the exact posterior's for these data. If the effective sample size is small, do not trust these "
-                "draws: compare with a Stan fit (amortbayes.reference), or retrain with simulations like these data.",
-                stacklevel=2)
+                "draws: compare with a Stan fit (amortbayes.reference), or retrain with simulations like these data."
+                + noisy, stacklevel=2)
         local_all = np.full((1, int(n), d.x.shape[1], out.shape[-1]), np.nan, dtype=np.float32)
         local_all[0, :, :j] = out.cpu().numpy()
         return MultilevelDraws(
