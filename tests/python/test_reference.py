@@ -424,6 +424,11 @@ def test_fit_file_is_read_back_until_program_data_or_settings_change(tmp_path, m
     with pytest.warns(UserWarning, match="could not read the Stan fit"):
         assert not fit_stan("hierarchical_linear", data, chains=2, warmup=10, draws=3, seed=7, file=path).from_file
     assert len(sampled) == 5 and not list(path.parent.glob("*.partial"))
+    with open(path, "wb") as handle:  # a readable file that is not one of ours
+        np.savez(handle, values=np.zeros((1, 1)), columns=np.array(["x"]), header=np.array('{"seconds": 1}'))
+    with pytest.warns(UserWarning, match="could not read the Stan fit"):
+        assert not fit_stan("hierarchical_linear", data, chains=2, warmup=10, draws=3, seed=7, file=path).from_file
+    assert fit_stan("hierarchical_linear", data, chains=2, warmup=10, draws=3, seed=7, file=path).from_file
 
 
 def test_pystan_calls_work_inside_a_running_event_loop():

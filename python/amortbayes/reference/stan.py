@@ -733,12 +733,12 @@ def _read_fit(path: Path, key: str) -> StanFit | None:
         with np.load(path, allow_pickle=False) as stored:
             header = json.loads(str(stored["header"]))
             values, columns = stored["values"], [str(c) for c in stored["columns"]]
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        warnings.warn(f"could not read the Stan fit in {path} ({error}); sampling again", stacklevel=3)
+        if header.pop("key") != key:
+            return None
+        frame = pd.DataFrame(values, columns=columns)
+        integers = header.pop("integer_columns")
+        frame[integers] = frame[integers].astype(np.int64)
+        return StanFit(draws=frame, from_file=True, **header)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as error:
+        warnings.warn(f"could not read the Stan fit in {path} ({error!r}); sampling again", stacklevel=3)
         return None
-    if header.pop("key") != key:
-        return None
-    frame = pd.DataFrame(values, columns=columns)
-    integers = header.pop("integer_columns")
-    frame[integers] = frame[integers].astype(np.int64)
-    return StanFit(draws=frame, from_file=True, **header)
