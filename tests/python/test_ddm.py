@@ -94,6 +94,27 @@ def test_default_amortizer_sees_the_fastest_response_and_round_trips(tmp_path):
                                   again.sample_draws(b, 5, seed=0).global_draws)
 
 
+def test_parameter_map_with_mixed_supports_round_trips_with_its_jacobian():
+    # every support in one map, in an order that interleaves them, and each support alone
+    from amortbayes.networks.standardize import ParameterMap
+
+    support = ("positive", "real", "correlation", "unit", "positive", "real")
+    theta = torch.tensor([[2.0, -3.0, 0.4, 0.2, 0.05, 7.0], [0.3, 1.0, -0.9, 0.95, 11.0, 0.0]], dtype=torch.float64)
+    expected = torch.stack([theta[:, 0].log(), theta[:, 1], theta[:, 2].atanh(), theta[:, 3].logit(),
+                            theta[:, 4].log(), theta[:, 5]], -1)
+    pm = ParameterMap(support)
+    torch.testing.assert_close(pm.unconstrain(theta), expected)
+    pm.fit(theta.float())
+    torch.testing.assert_close(pm.inverse(pm(theta)), theta)
+    for row in theta:
+        jac = torch.autograd.functional.jacobian(lambda t: pm(t[None])[0], row)
+        torch.testing.assert_close(pm.log_abs_det(row[None])[0], torch.linalg.slogdet(jac)[1])
+    for kind, values in (("positive", [0.5, 3.0]), ("unit", [0.1, 0.7]), ("correlation", [-0.5, 0.2]), ("real", [-1.0, 4.0])):
+        one = ParameterMap((kind, kind))
+        t = torch.tensor([values], dtype=torch.float64)
+        torch.testing.assert_close(one.constrain(one.unconstrain(t)), t)
+
+
 def test_data_bounded_map_round_trips_with_its_jacobian_and_never_crosses_the_bound():
     from amortbayes.networks.standardize import ParameterMap
 
