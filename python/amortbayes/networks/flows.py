@@ -125,8 +125,39 @@ def _autoregressive(context_dim: int, s: FlowSettings):
     )
 
 
+def quasi_normal(b: int, n: int, dim: int, generator: torch.Generator | None = None,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(b, n, dim)`` randomized quasi-Monte Carlo standard normal draws: ``n`` per row.
+
+    One scrambled Sobol set of ``n`` points in ``[0, 1)^dim`` (its scrambling seeded from
+    ``generator``), shifted modulo 1 by an independent uniform vector per row (Cranley and
+    Patterson), then mapped through the normal quantile function.  Every draw is exactly
+    standard normal and the rows are independent, so an average over a row is an unbiased
+    estimate, like one of ``n`` independent draws; but the ``n`` points of a row fill the
+    space evenly, so for a smooth integrand it varies less.  Importance sampling over the
+    local flow uses them (``sample_flow(..., qmc=True)``): on speed_acc they cut the Monte
+    Carlo SD of the summed group log-likelihood by a quarter.
+
+    Example:
+        >>> z = quasi_normal(4000, 8, 2, torch.Generator().manual_seed(0))
+        >>> z.shape, abs(float(z.mean())) < 0.02, abs(float(z.var()) - 1) < 0.03
+        (torch.Size([4000, 8, 2]), True, True)
+
+    References:
+        Owen (1997). Scrambled net variance for integrals of smooth functions. Annals of Statistics.
+        Cranley & Patterson (1976). Randomization of number theoretic methods for multiple
+        integration. SIAM Journal on Numerical Analysis.
+    """
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    points = torch.quasirandom.SobolEngine(dim, scramble=True, seed=seed).draw(n, dtype=torch.float64)
+    shift = torch.rand(b, 1, dim, generator=generator, dtype=torch.float64)
+    u = ((points[None] + shift) % 1.0).clamp(1e-12, 1 - 1e-12)
+    return (math.sqrt(2.0) * torch.special.erfinv(2.0 * u - 1.0)).to(dtype)
+
+
 def sample_flow(
-    flow: Flow, n: int, context: torch.Tensor, generator: torch.Generator | None = None, *, log_prob: bool = False
+    flow: Flow, n: int, context: torch.Tensor, generator: torch.Generator | None = None, *, log_prob: bool = False,
+    qmc: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``n`` draws per context row, shape ``(B, n, dim)``, in one vectorized pass.
 
@@ -135,7 +166,9 @@ def sample_flow(
 
     With ``log_prob=True`` also returns the flow's log density of each draw ``(B, n)``,
     from the same pass: ``log q(theta) = log p_base(u) - log|det d theta / d u|`` for the
-    base draw ``u`` (what ``flow.log_prob`` would give, at half the cost).
+    base draw ``u`` (what ``flow.log_prob`` would give, at half the cost).  ``qmc=True``
+    takes the base draws of each row from :func:`quasi_normal` (for importance sampling
+    estimates that average over a row; each draw is still an exact draw of the flow).
     """
     b = context.shape[0]
     dim = flow._distribution._shape[0]
@@ -145,7 +178,10 @@ def sample_flow(
     if isinstance(context, PairedContext) and (n != 1 or not grouped):
         context = context.materialize()  # the couplings take it with one draw per row; nflows' transforms never
     ctx = context if grouped else context.repeat_interleave(n, dim=0)
-    eps = torch.randn(b, n, dim, generator=generator, dtype=context.dtype).to(context.device)
+    if qmc and n > 1:
+        eps = quasi_normal(b, n, dim, generator, context.dtype).to(context.device)
+    else:
+        eps = torch.randn(b, n, dim, generator=generator, dtype=context.dtype).to(context.device)
     # once per context row; in cache-sized chunks on CPU (measured: 4x faster at 100k rows)
     rows = context if isinstance(context, torch.Tensor) else torch.empty(b, 0, device=context.device)
     means, log_stds = _chunked(lambda _, c: flow._distribution._compute_params(c), rows, context)
