@@ -198,6 +198,29 @@ def test_logo_elpd_matches_the_exact_predictive_density(trained_hg):
         assert np.all(np.abs(got - want) < 0.15 + 0.1 * (want[1] - want[0])), (k, got, want)
 
 
+def test_group_loops_show_a_progress_bar_only_when_asked(trained_hg, monkeypatch, capsys):
+    import amortbayes.amortizers.multilevel as ml
+
+    model, amortizer = trained_hg
+    b = model.simulate(1, torch.Generator().manual_seed(3), n_groups=5, n_obs=4)
+    monkeypatch.setattr(ml, "PROGRESS_DELAY_S", 0.0)  # show at once (the default waits 2 s)
+    calls = {
+        "leave-one-group-out": lambda **k: amortizer.logo(b, model, n=20, importance=2, **k),
+        "importance weights": lambda **k: amortizer.importance_draws(b, model, 10, proposals=20, importance=2,
+                                                                     warn=False, **k),
+        "group evidence": lambda **k: amortizer.group_log_evidence(b, model, np.zeros((3, 1)), importance=2, **k),
+    }
+    for label, call in calls.items():
+        quiet = call(progress=False)
+        assert label not in capsys.readouterr().err
+        loud = call()
+        assert label in capsys.readouterr().err
+        if isinstance(quiet, pd.DataFrame):  # the bar changes nothing
+            pd.testing.assert_frame_equal(quiet, loud)
+        else:
+            np.testing.assert_array_equal(getattr(quiet, "global_draws", quiet), getattr(loud, "global_draws", loud))
+
+
 def test_logo_weights_stay_balanced_for_an_outlying_group(trained_hg):
     # one of four groups shifted by 1.5 (inside the prior predictive): given the other three,
     # its likelihood lies in the tail of the LOGO posterior of mu.  Draws from that posterior

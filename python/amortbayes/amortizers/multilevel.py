@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from amortbayes.amortizers.base import inference_mode, make_generator, module_device, summarize_draws, theta_from_user
 from amortbayes.diagnostics.importance import RELIABLE_PARETO_K, effective_sample_size, pareto_smooth
@@ -58,6 +59,13 @@ from amortbayes.networks import (
 from amortbayes.networks.context import PairedContext
 from amortbayes.networks.standardize import soft_bound
 from amortbayes.networks.summary import n_statistics, with_statistics
+
+PROGRESS_DELAY_S = 2.0  # group-by-group work shows a progress bar once it has run this long
+
+
+def _over_groups(j: int, desc: str, progress: bool):
+    """``range(j)`` for a loop over groups, with a progress bar when it takes longer than ``PROGRESS_DELAY_S``."""
+    return tqdm(range(j), desc=desc, unit="group", delay=PROGRESS_DELAY_S, leave=False, disable=not progress)
 from amortbayes.simulation import Batch, ModelInfo, MultilevelData, prepare_multilevel
 
 
@@ -326,7 +334,8 @@ class MultilevelAmortizer(nn.Module):
 
     # -- importance sampling ----------------------------------------------------------------
     def importance_draws(self, data: Any, model: Any, n: int = 1000, *, proposals: int | None = None,
-                         importance: int = 8, seed: int | None = 0, warn: bool = True, **kwargs: Any) -> MultilevelDraws:
+                         importance: int = 8, seed: int | None = 0, warn: bool = True, progress: bool = True,
+                         **kwargs: Any) -> MultilevelDraws:
         """Posterior draws of one data set corrected towards the exact posterior by importance sampling.
 
         The amortized posterior is a proposal: ``proposals`` global draws ``g_s ~ q_1(g | x)``
@@ -345,6 +354,9 @@ class MultilevelAmortizer(nn.Module):
         warns (``warn=False`` silences it).  ``model`` supplies ``global_log_prior``,
         ``local_log_prior`` and ``log_likelihood``; a model with other priors than the one
         trained on (a prior sensitivity check) works as long as ``k`` stays low.
+
+        A progress bar over the groups appears when the work runs longer than ``PROGRESS_DELAY_S``
+        (2 s); ``progress=False`` hides it.
 
         Returns :class:`MultilevelDraws` with ``diagnostics``: ``pareto_k``, ``ess`` (of the
         ``proposals`` weights), ``ess_fraction``, ``proposals`` and ``likelihood_mc_sd``: the
@@ -376,7 +388,8 @@ class MultilevelAmortizer(nn.Module):
             zg, log_qz = sample_flow(self.global_flow, int(proposals), summary, gen, log_prob=True)
             zg, theta_g = zg[0], self.global_map.inverse(zg[0])
             log_w = model.global_log_prior(theta_g) - (log_qz[0] + self.global_map.log_abs_det(theta_g))
-            log_px, local, local_log_w = self._groups_evidence(groups, zg, theta_g, x, mask, model, importance, gen)
+            log_px, local, local_log_w = self._groups_evidence(groups, zg, theta_g, x, mask, model, importance, gen,
+                                                               progress and "importance weights")
             # Monte Carlo variance of each proposal's summed log-likelihood estimate (delta method)
             noise = torch.stack([log_mean_exp(lw)[1] for lw in local_log_w], -1).square().sum(-1)
             log_w = _nan_to_neginf(log_w + log_px.sum(-1))
@@ -415,7 +428,7 @@ class MultilevelAmortizer(nn.Module):
 
     # -- leave-one-group-out --------------------------------------------------------------
     def logo(self, data: Any, model: Any, n: int = 1000, *, importance: int = 16, seed: int | None = 0,
-             **kwargs: Any) -> pd.DataFrame:
+             progress: bool = True, **kwargs: Any) -> pd.DataFrame:
         """Leave-one-group-out ELPD of every group of one data set, without refitting.
 
         For each group ``k`` the global posterior given the other groups, ``q_{-k}``, comes
@@ -436,6 +449,9 @@ class MultilevelAmortizer(nn.Module):
         the central 80 % interval of ``log p(x_k | tau, sigma)`` over the LOGO posterior
         ``q_{-k}`` (the spread the ELPD averages over, as the intervals of Habermann et al.
         2024, Figure 9; see :func:`amortbayes.plots.plot_logo`).
+
+        A progress bar over the groups appears when the work runs longer than ``PROGRESS_DELAY_S``
+        (2 s); ``progress=False`` hides it.
         """
         dev = module_device(self)
         d, j, x, mask = self._one_data_set(data, "logo", kwargs, dev)
@@ -457,7 +473,7 @@ class MultilevelAmortizer(nn.Module):
             elpd = torch.empty(j, device=dev)
             rel_se = torch.empty(j, device=dev)
             interval = torch.empty(j, 2, device=dev)
-            for k in range(j):
+            for k in _over_groups(j, "leave-one-group-out", progress):
                 log_px, _, _ = self._group_evidence(own[k], zg[k], theta_g[k], x[0, k], mask[0, k], model, importance, gen)
                 elpd[k], rel_se[k] = log_mean_exp(log_px + log_q_mix[k])  # weighted: q_{-k} / mixture
                 interval[k] = weighted_quantiles(log_px, log_q_mix[k], (0.1, 0.9)).to(interval.dtype)
@@ -466,7 +482,7 @@ class MultilevelAmortizer(nn.Module):
                              "mc_se": rel_se.cpu().numpy(), "q10": interval[:, 0], "q90": interval[:, 1]})
 
     def group_log_evidence(self, data: Any, model: Any, theta_global: Any, *, importance: int = 16,
-                           seed: int | None = 0, **kwargs: Any) -> np.ndarray:
+                           seed: int | None = 0, progress: bool = True, **kwargs: Any) -> np.ndarray:
         """``log p(x_j | tau, sigma)`` of every group of one data set at given global parameter values.
 
         Each group's own parameters are integrated out by importance sampling with
@@ -478,6 +494,9 @@ class MultilevelAmortizer(nn.Module):
         ELPDs without refits: a reference for :meth:`logo` that does not use the global flow.
 
         Returns ``(S, J)``; ``-inf`` where a group's data are impossible under a draw.
+
+        A progress bar over the groups appears when the work runs longer than ``PROGRESS_DELAY_S``
+        (2 s); ``progress=False`` hides it.
         """
         dev = module_device(self)
         d, j, x, mask = self._one_data_set(data, "group_log_evidence", kwargs, dev)
@@ -492,7 +511,8 @@ class MultilevelAmortizer(nn.Module):
         with inference_mode(self):
             groups, _ = self.embed(x, mask, d.group_mask[:, :j].to(dev))
             theta_g = th.to(dev)
-            log_px = self._groups_evidence(groups, self.global_map(theta_g), theta_g, x, mask, model, importance, gen)[0]
+            log_px = self._groups_evidence(groups, self.global_map(theta_g), theta_g, x, mask, model, importance, gen,
+                                           progress and "group evidence")[0]
         return _nan_to_neginf(log_px).cpu().double().numpy()
 
     def _one_data_set(self, data: Any, caller: str, kwargs: dict, dev: torch.device) -> tuple[MultilevelData, int, torch.Tensor, torch.Tensor]:
@@ -508,15 +528,17 @@ class MultilevelAmortizer(nn.Module):
         j = int(d.group_mask.sum())
         return d, j, d.x[:, :j].to(dev), d.mask[:, :j].to(dev)
 
-    def _groups_evidence(self, groups, zg, theta_g, x, mask, model, m: int, gen) -> tuple[torch.Tensor, list, list]:
+    def _groups_evidence(self, groups, zg, theta_g, x, mask, model, m: int, gen,
+                         progress: str | bool = False) -> tuple[torch.Tensor, list, list]:
         """:meth:`_group_evidence` of each of one data set's ``J`` groups at the same ``n`` global draws.
 
         ``groups (1, J, S_l)``, ``x (1, J, N, F)``, ``mask (1, J, N)``.  Returns ``log p(x_j |
         g)`` ``(n, J)`` and, per group, its local draws and their log weights.  One group at
-        a time keeps memory at ``n * m * N_j`` likelihood terms.
+        a time keeps memory at ``n * m * N_j`` likelihood terms.  ``progress``: the label of a
+        progress bar over the groups (shown when the work lasts), False for none.
         """
         parts = [self._group_evidence(groups[0, k], zg, theta_g, x[0, k], mask[0, k], model, m, gen)
-                 for k in range(x.shape[1])]
+                 for k in _over_groups(x.shape[1], progress or "", bool(progress))]
         return torch.stack([p[0] for p in parts], dim=-1), [p[1] for p in parts], [p[2] for p in parts]
 
     def _group_evidence(self, own, zg, theta_g, x, mask, model, m: int, gen) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
