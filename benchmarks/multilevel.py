@@ -212,7 +212,7 @@ def _simulated(amortizer, model: HierarchicalLinear, ref, k: int) -> dict:
     """
     from amortbayes.reference import compare_draws, fit_stan, hierarchical_linear_data
 
-    theta = torch.as_tensor(ref[GLOBAL].mean().to_numpy()[None], dtype=torch.float32)
+    theta = torch.as_tensor(ref[GLOBAL].mean().to_numpy(copy=True)[None], dtype=torch.float32)
     gen = torch.Generator().manual_seed(11)
     diffs = []
     for rep in range(k):
