@@ -177,6 +177,19 @@ def test_quasi_random_local_draws_estimate_the_group_evidence_with_less_noise(tr
     assert qmc.std(0).mean() < 0.85 * iid.std(0).mean(), (qmc.std(0).mean(), iid.std(0).mean())  # measured 0.75
 
 
+def test_group_evidence_in_likelihood_chunks_is_the_same(trained_hg, monkeypatch):
+    import amortbayes.amortizers.multilevel as ml
+
+    model, amortizer = trained_hg
+    b = model.simulate(1, torch.Generator().manual_seed(4), n_groups=3, n_obs=5)
+    mu = pd.DataFrame({"mu": np.linspace(-1, 1, 7)})
+    whole = amortizer.group_log_evidence(b, model, mu, importance=4, seed=2)
+    monkeypatch.setattr(ml, "LIKELIHOOD_CHUNK_TERMS", 1)  # one global draw per pass
+    np.testing.assert_array_equal(amortizer.group_log_evidence(b, model, mu, importance=4, seed=2), whole)
+    monkeypatch.setattr(ml, "LIKELIHOOD_CHUNK_TERMS", 3 * 4 * 5)  # 3 draws per pass: 7 = 3 + 3 + 1
+    np.testing.assert_array_equal(amortizer.group_log_evidence(b, model, mu, importance=4, seed=2), whole)
+
+
 def test_logo_elpd_matches_the_exact_predictive_density(trained_hg):
     model, amortizer = trained_hg
     b = model.simulate(1, torch.Generator().manual_seed(9), n_groups=8, n_obs=6)

@@ -60,6 +60,7 @@ from amortbayes.networks.context import PairedContext
 from amortbayes.networks.standardize import soft_bound
 from amortbayes.networks.summary import n_statistics, with_statistics
 
+LIKELIHOOD_CHUNK_TERMS = 2**18  # likelihood terms (draws x rows) per pass when estimating a group's evidence
 PROGRESS_DELAY_S = 2.0  # group-by-group work shows a progress bar once it has run this long
 
 
@@ -562,7 +563,12 @@ class MultilevelAmortizer(nn.Module):
         theta_l = theta_l.reshape(n, m, 1, -1)
         tg = theta_g[:, None, :].expand(n, m, -1)
         log_prior = model.local_log_prior(tg, theta_l)[..., 0]  # (n, m)
-        log_lik = model.log_likelihood(tg, theta_l, x[None, None, None], mask[None, None, None])[..., 0]
+        # in chunks of global draws of about LIKELIHOOD_CHUNK_TERMS trial terms: every temporary of the
+        # likelihood stays a few MB (the same values; speed_acc, 4,000 x 32 draws: 5x faster)
+        per = max(1, LIKELIHOOD_CHUNK_TERMS // (m * max(1, x.shape[0])))  # global draws per pass
+        rows, observed = x[None, None, None], mask[None, None, None]
+        log_lik = torch.cat([model.log_likelihood(tg[s : s + per], theta_l[s : s + per], rows, observed)[..., 0]
+                             for s in range(0, n, per)])
         log_w = _nan_to_neginf(log_lik + log_prior - log_q)
         return torch.logsumexp(log_w, dim=-1) - math.log(m), theta_l[:, :, 0], log_w
 
