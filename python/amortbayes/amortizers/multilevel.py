@@ -59,6 +59,7 @@ from amortbayes.networks import (
 from amortbayes.networks.context import PairedContext
 from amortbayes.networks.standardize import soft_bound
 from amortbayes.networks.summary import n_statistics, with_statistics
+from amortbayes.simulation import Batch, ModelInfo, MultilevelData, prepare_multilevel
 
 LIKELIHOOD_CHUNK_TERMS = 2**18  # likelihood terms (draws x rows) per pass when estimating a group's evidence
 PROGRESS_DELAY_S = 2.0  # group-by-group work shows a progress bar once it has run this long
@@ -67,7 +68,6 @@ PROGRESS_DELAY_S = 2.0  # group-by-group work shows a progress bar once it has r
 def _over_groups(j: int, desc: str, progress: bool):
     """``range(j)`` for a loop over groups, with a progress bar when it takes longer than ``PROGRESS_DELAY_S``."""
     return tqdm(range(j), desc=desc, unit="group", delay=PROGRESS_DELAY_S, leave=False, disable=not progress)
-from amortbayes.simulation import Batch, ModelInfo, MultilevelData, prepare_multilevel
 
 
 def _weighted_noise_sd(probs: np.ndarray, variance: np.ndarray) -> float:
@@ -535,8 +535,9 @@ class MultilevelAmortizer(nn.Module):
 
         ``groups (1, J, S_l)``, ``x (1, J, N, F)``, ``mask (1, J, N)``.  Returns ``log p(x_j |
         g)`` ``(n, J)`` and, per group, its local draws and their log weights.  One group at
-        a time keeps memory at ``n * m * N_j`` likelihood terms.  ``progress``: the label of a
-        progress bar over the groups (shown when the work lasts), False for none.
+        a time, and its likelihood in passes of about ``LIKELIHOOD_CHUNK_TERMS`` terms, keep memory
+        bounded.  ``progress``: the label of a progress bar over the groups (shown when the work
+        lasts), False for none.
         """
         parts = [self._group_evidence(groups[0, k], zg, theta_g, x[0, k], mask[0, k], model, m, gen)
                  for k in _over_groups(x.shape[1], progress or "", bool(progress))]
