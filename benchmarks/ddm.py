@@ -125,7 +125,7 @@ def main() -> None:
             stan_s = round(stan.seconds, 1)
             entry.update({
                 "stan_seconds": stan_s,
-                **({"stan_read_back_from": str(out / f"comparison_{bias}_stan.npz")} if stan.from_file else {}),
+                **({"stan_read_back_from": _stan_file(out / f"comparison_{bias}")} if stan.from_file else {}),
                 "stan_chains_warmup_draws": [args.stan_chains, args.stan_warmup, args.stan_draws],
                 "speedup_fit_vs_stan": round(stan_s / (fit_ms / 1000), 1),
                 **metrics.pop("amortized"),
@@ -204,6 +204,11 @@ def _importance(amortizer, model, data, amortized, args) -> tuple[dict, dict]:
     return draw_sets, entry
 
 
+def _stan_file(path) -> str:
+    """Where ``_against_stan`` keeps the Stan fit of the comparison written to ``{path}.csv``."""
+    return f"{path}_stan.npz"
+
+
 def _against_stan(model, draw_sets: dict, frame, args, path) -> tuple[object, dict]:
     """Stan's fit of ``frame`` and the comparison of the global marginals with each of ``draw_sets``.
 
@@ -215,7 +220,7 @@ def _against_stan(model, draw_sets: dict, frame, args, path) -> tuple[object, di
 
     stan = fit_stan(model.name, model.stan_data(frame, group="id", rt="rt", choice="choice"),
                     chains=args.stan_chains, warmup=args.stan_warmup, draws=args.stan_draws, seed=1,
-                    file=f"{path}_stan.npz")
+                    file=_stan_file(path))
     ref = label_groups(stan.draws, model.local_parameter_names, group_levels(frame["id"], drop_unused=True))
     names = list(model.parameter_names)
     metrics = {}
