@@ -390,7 +390,7 @@ class MultilevelAmortizer(nn.Module):
             zg, theta_g = zg[0], self.global_map.inverse(zg[0])
             log_w = model.global_log_prior(theta_g) - (log_qz[0] + self.global_map.log_abs_det(theta_g))
             log_px, local, local_log_w = self._groups_evidence(groups, zg, theta_g, x, mask, model, importance, gen,
-                                                               progress and "importance weights")
+                                                               "importance weights" if progress else None)
             # Monte Carlo variance of each proposal's summed log-likelihood estimate (delta method)
             noise = torch.stack([log_mean_exp(lw)[1] for lw in local_log_w], -1).square().sum(-1)
             log_w = _nan_to_neginf(log_w + log_px.sum(-1))
@@ -513,7 +513,7 @@ class MultilevelAmortizer(nn.Module):
             groups, _ = self.embed(x, mask, d.group_mask[:, :j].to(dev))
             theta_g = th.to(dev)
             log_px = self._groups_evidence(groups, self.global_map(theta_g), theta_g, x, mask, model, importance, gen,
-                                           progress and "group evidence")[0]
+                                           "group evidence" if progress else None)[0]
         return _nan_to_neginf(log_px).cpu().double().numpy()
 
     def _one_data_set(self, data: Any, caller: str, kwargs: dict, dev: torch.device) -> tuple[MultilevelData, int, torch.Tensor, torch.Tensor]:
@@ -530,17 +530,17 @@ class MultilevelAmortizer(nn.Module):
         return d, j, d.x[:, :j].to(dev), d.mask[:, :j].to(dev)
 
     def _groups_evidence(self, groups, zg, theta_g, x, mask, model, m: int, gen,
-                         progress: str | bool = False) -> tuple[torch.Tensor, list, list]:
+                         progress: str | None = None) -> tuple[torch.Tensor, list, list]:
         """:meth:`_group_evidence` of each of one data set's ``J`` groups at the same ``n`` global draws.
 
         ``groups (1, J, S_l)``, ``x (1, J, N, F)``, ``mask (1, J, N)``.  Returns ``log p(x_j |
         g)`` ``(n, J)`` and, per group, its local draws and their log weights.  One group at
         a time, and its likelihood in passes of about ``LIKELIHOOD_CHUNK_TERMS`` terms, keep memory
         bounded.  ``progress``: the label of a progress bar over the groups (shown when the work
-        lasts), False for none.
+        lasts), None for none.
         """
         parts = [self._group_evidence(groups[0, k], zg, theta_g, x[0, k], mask[0, k], model, m, gen)
-                 for k in _over_groups(x.shape[1], progress or "", bool(progress))]
+                 for k in _over_groups(x.shape[1], progress or "", progress is not None)]
         return torch.stack([p[0] for p in parts], dim=-1), [p[1] for p in parts], [p[2] for p in parts]
 
     def _group_evidence(self, own, zg, theta_g, x, mask, model, m: int, gen) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
