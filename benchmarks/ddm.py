@@ -59,7 +59,11 @@ def main() -> None:
     p.add_argument("--variants", default="shared,subject")
     p.add_argument("--also-simulated", action="store_true",
                    help="also compare with Stan on one data set simulated from the prior with speed_acc's design")
-    p.add_argument("--proposals", type=int, default=4000, help="proposals of the importance-sampled draws")
+    p.add_argument("--proposals", type=int, default=4000, help="proposals of the importance-sampled draws (per round)")
+    p.add_argument("--importance", type=int, default=32,
+                   help="local draws per proposal and participant that estimate its likelihood in the importance weights")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="importance_draws(rounds=): adaptive proposals while the weights' Pareto k exceeds 0.5")
     p.add_argument("--coding", default="nonword_upper", choices=sorted(CODINGS),
                    help="which response is the upper boundary (see the module docstring)")
     p.add_argument("--init", help="continue training the amortizers saved in this earlier --out folder")
@@ -193,12 +197,12 @@ def _importance(amortizer, model, data, amortized, args) -> tuple[dict, dict]:
     t0 = time.perf_counter()
     draw_sets = {"amortized": amortized}
     try:
-        weighted = amortizer.importance_draws(data, model, 2000, proposals=args.proposals, importance=4, seed=1,
-                                              warn=False)
+        weighted = amortizer.importance_draws(data, model, 2000, proposals=args.proposals, importance=args.importance,
+                                              rounds=args.rounds, seed=1, warn=False, progress=False)
     except ValueError as err:  # every proposal outside the likelihood's support
         entry = {"failed": str(err)}
     else:
-        entry = {k: round(v, 3) for k, v in weighted.diagnostics.items()}
+        entry = {k: np.round(v, 3).tolist() for k, v in weighted.diagnostics.items()}
         draw_sets["importance_sampled"] = weighted.to_frame(0)
     entry["seconds"] = round(time.perf_counter() - t0, 1)
     return draw_sets, entry

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from amortbayes.diagnostics import importance_diagnostics, pareto_khat, pareto_smooth
+from amortbayes.diagnostics import effective_sample_size, importance_diagnostics, pareto_khat, pareto_smooth, tempering_exponent
 
 
 @pytest.mark.parametrize("shape", [0.3, 0.6, 1.0])
@@ -49,3 +49,21 @@ def test_pareto_smoothing_tames_the_largest_weights_only():
     np.testing.assert_array_equal(smoothed[order[:-tail]], lw[order[:-tail]])  # the bulk is untouched
     assert np.all(np.diff(smoothed[order[-tail:]]) >= 0)  # the tail keeps its order
     assert smoothed.max() <= lw.max() + 1e-12  # capped at the largest raw weight
+
+
+def test_tempering_exponent_keeps_the_asked_effective_sample_size():
+    # Gaussian proposal N(0, 1), target N(3, 0.5^2): weights far too uneven to describe the target
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal(4000)
+    log_w = -0.5 * ((z - 3) / 0.5) ** 2 + 0.5 * z**2
+    assert effective_sample_size(log_w) < 100
+    beta = tempering_exponent(log_w, 400)
+    assert 0 < beta < 1 and effective_sample_size(beta * log_w) == pytest.approx(400, rel=1e-3)
+    # the tempered draws describe q^(1 - beta) p^beta, a Gaussian between the two (exact mean here)
+    p = np.exp(beta * log_w - (beta * log_w).max())
+    prec = (1 - beta) + beta / 0.25
+    assert np.sum(p * z) / p.sum() == pytest.approx(beta * 3 / 0.25 / prec, abs=0.1)
+    assert tempering_exponent(log_w, 1.0) == 1.0  # already enough
+    with_impossible = np.append(log_w, -np.inf)
+    b2 = tempering_exponent(with_impossible, 400)
+    assert b2 == pytest.approx(beta, rel=1e-6) and np.isneginf(b2 * with_impossible[-1])

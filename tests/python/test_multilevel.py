@@ -417,6 +417,52 @@ def test_importance_draws_match_the_closed_form_posterior(trained_hg):
     assert np.mean(local_err) < 0.08
 
 
+def test_refined_proposal_student_t_fits_weighted_draws_and_has_its_density():
+    from amortbayes.amortizers.multilevel import _StudentT
+
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(20000, 2, generator=gen, dtype=torch.float64)
+    # weights exp(a'z) turn N(0, I) into N(a, I): the fit finds that mean and covariance
+    a = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    t = _StudentT.fit(z, z @ a)
+    torch.testing.assert_close(t.mean, a, atol=0.05, rtol=0)
+    torch.testing.assert_close(t.chol @ t.chol.T, torch.eye(2, dtype=torch.float64), atol=0.06, rtol=0)
+    # one dimension: the univariate Student-t; draws follow it (variance nu / (nu - 2) scale^2)
+    one = _StudentT(torch.tensor([1.0], dtype=torch.float64), torch.tensor([[2.0]], dtype=torch.float64))
+    v = torch.linspace(-10, 10, 41, dtype=torch.float64)[:, None]
+    ref = torch.distributions.StudentT(one.nu, 1.0, 2.0).log_prob(v[:, 0])
+    torch.testing.assert_close(one.log_prob(v), ref)
+    draws = one.sample(40000, gen)
+    assert abs(draws.mean().item() - 1.0) < 0.05 and abs(draws.var().item() / (4 * one.nu / (one.nu - 2)) - 1) < 0.1
+
+
+def test_refined_proposals_reach_an_exact_posterior_the_amortized_one_is_too_narrow_for(trained_hg):
+    # a prior with six times the trained spread of the group means: the exact posterior of mu
+    # is about three times wider than the amortized one, whose weights are then heavy-tailed
+    # (k > 0.7); adaptive rounds move the proposal onto the exact posterior
+    model, amortizer = trained_hg
+    b = model.simulate(1, torch.Generator().manual_seed(19), n_groups=30, n_obs=20)
+    other = HierarchicalGaussian(tau=3.0)
+    exact = other.posterior(b["x"].numpy(), b["mask"].numpy(), b["group_mask"].numpy())
+    with pytest.warns(UserWarning, match="rounds=3 or more refines"):
+        once = amortizer.importance_draws(b, other, 2000, proposals=2000, importance=8, seed=0, progress=False)
+    refined = amortizer.importance_draws(b, other, 2000, proposals=2000, importance=8, rounds=4, seed=0, progress=False)
+    assert once.diagnostics["pareto_k"] > 0.7 and once.diagnostics["rounds"] == 1
+    k_by_round = refined.diagnostics["pareto_k_by_round"]
+    assert refined.diagnostics["rounds"] == len(k_by_round) >= 2 and k_by_round[0] == pytest.approx(once.diagnostics["pareto_k"])
+    assert refined.diagnostics["pareto_k"] < 0.7 and refined.diagnostics["ess"] > 5 * once.diagnostics["ess"]
+    mu = refined.global_draws[0, :, 0]
+    assert abs(mu.mean() - exact["mu_mean"][0]) < 0.12 * exact["mu_sd"][0]
+    assert abs(mu.std() / exact["mu_sd"][0] - 1) < 0.1
+    theta_err = np.abs(refined.local_draws[0].mean(0)[:, 0] - exact["theta_mean"][0]) / exact["theta_sd"][0]
+    assert theta_err.mean() < 0.05
+    # a proposal that is already good (the trained prior: k about -0.3) is not refined
+    good = amortizer.importance_draws(b, model, 500, proposals=1000, importance=8, rounds=4, seed=0, progress=False)
+    assert good.diagnostics["rounds"] == 1 and good.diagnostics["pareto_k"] <= 0.5
+    with pytest.raises(ValueError, match="rounds >= 1"):
+        amortizer.importance_draws(b, model, 10, rounds=0)
+
+
 def test_importance_draws_follow_another_prior_and_flag_a_poor_proposal(trained_hg):
     model, amortizer = trained_hg
     b = model.simulate(1, torch.Generator().manual_seed(18), n_groups=10, n_obs=10)

@@ -44,7 +44,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from amortbayes.amortizers.base import inference_mode, make_generator, module_device, summarize_draws, theta_from_user
-from amortbayes.diagnostics.importance import RELIABLE_PARETO_K, effective_sample_size, pareto_smooth
+from amortbayes.diagnostics.importance import RELIABLE_PARETO_K, effective_sample_size, pareto_smooth, tempering_exponent
 from amortbayes.diagnostics.multilevel import log_mean_exp, weighted_quantiles
 from amortbayes.networks import (
     DataRange,
@@ -63,6 +63,10 @@ from amortbayes.simulation import Batch, ModelInfo, MultilevelData, prepare_mult
 
 LIKELIHOOD_CHUNK_TERMS = 2**18  # likelihood terms (draws x rows) per pass when estimating a group's evidence
 PROGRESS_DELAY_S = 2.0  # group-by-group work shows a progress bar once it has run this long
+REFINE_DEFENSIVE = 0.1  # share of a refined importance proposal drawn from the amortized posterior itself
+REFINE_T_DF = 5  # degrees of freedom of the refined proposal's Student-t part
+REFINE_TARGET_ESS = 0.1  # a refinement fits the tempered weights that keep this fraction as effective draws
+REFINE_UNTIL_K = 0.5  # rounds > 1 refine the proposal until the weights' Pareto k is at most this (finite variance)
 
 
 def _over_groups(j: int, desc: str, progress: bool):
@@ -81,6 +85,44 @@ def _weighted_noise_sd(probs: np.ndarray, variance: np.ndarray) -> float:
 def _nan_to_neginf(log_w: torch.Tensor) -> torch.Tensor:
     """NaN log weights (a density outside its support) become zero weights; -inf stays -inf."""
     return torch.where(torch.isnan(log_w), torch.full_like(log_w, -math.inf), log_w)
+
+
+@dataclasses.dataclass(frozen=True)
+class _StudentT:
+    """Multivariate Student-t ``t_nu(mean, L L')``: the fitted part of a refined importance proposal.
+
+    Heavier tails than the Gaussian of the same scale matrix, so a proposal fitted to few
+    effective draws still covers the target's tails.
+    """
+
+    mean: torch.Tensor  # (G,)
+    chol: torch.Tensor  # (G, G), lower triangular
+    nu: float = REFINE_T_DF
+
+    @classmethod
+    def fit(cls, z: torch.Tensor, log_w: torch.Tensor) -> _StudentT:
+        """Weighted mean and covariance of draws ``z (S, G)`` under normalized ``exp(log_w)``."""
+        p = torch.softmax(log_w.double(), 0)
+        zd = z.double()
+        mean = p @ zd
+        centred = zd - mean
+        cov = (centred * p[:, None]).T @ centred / max(1e-12, 1.0 - float((p * p).sum()))
+        jitter = 1e-6 * (torch.diagonal(cov).mean() + 1e-12)
+        chol = torch.linalg.cholesky(cov + jitter * torch.eye(len(mean), dtype=cov.dtype, device=cov.device))
+        return cls(mean.to(z.dtype), chol.to(z.dtype))
+
+    def sample(self, s: int, gen: torch.Generator | None) -> torch.Tensor:
+        g = len(self.mean)
+        eps = torch.randn(s, g, generator=gen, dtype=self.mean.dtype)
+        chi2 = torch.randn(s, int(self.nu), generator=gen, dtype=self.mean.dtype).square().sum(-1)
+        scale = torch.sqrt(self.nu / chi2)[:, None].to(self.mean.device)
+        return self.mean + scale * (eps.to(self.mean.device) @ self.chol.T)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        g, nu = len(self.mean), self.nu
+        u = torch.linalg.solve_triangular(self.chol, (z - self.mean).T, upper=False).T
+        return (math.lgamma((nu + g) / 2) - math.lgamma(nu / 2) - 0.5 * g * math.log(nu * math.pi)
+                - torch.log(torch.diagonal(self.chol)).sum() - 0.5 * (nu + g) * torch.log1p(u.square().sum(-1) / nu))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -335,8 +377,8 @@ class MultilevelAmortizer(nn.Module):
 
     # -- importance sampling ----------------------------------------------------------------
     def importance_draws(self, data: Any, model: Any, n: int = 1000, *, proposals: int | None = None,
-                         importance: int = 8, seed: int | None = 0, warn: bool = True, progress: bool = True,
-                         **kwargs: Any) -> MultilevelDraws:
+                         importance: int = 8, rounds: int = 1, seed: int | None = 0, warn: bool = True,
+                         progress: bool = True, **kwargs: Any) -> MultilevelDraws:
         """Posterior draws of one data set corrected towards the exact posterior by importance sampling.
 
         The amortized posterior is a proposal: ``proposals`` global draws ``g_s ~ q_1(g | x)``
@@ -356,11 +398,25 @@ class MultilevelAmortizer(nn.Module):
         ``local_log_prior`` and ``log_likelihood``; a model with other priors than the one
         trained on (a prior sensitivity check) works as long as ``k`` stays low.
 
+        ``rounds > 1`` refines the proposal while ``k`` stays above 0.5 (``REFINE_UNTIL_K``:
+        weights of finite variance), up to ``rounds`` rounds of ``proposals`` draws each
+        (adaptive importance sampling): the next proposal
+        is a Student-t (5 degrees of freedom) fitted to the last round's draws in the flow's
+        standardized space, weighted by ``w ** beta`` with the largest ``beta <= 1`` that
+        keeps a tenth of them as effective draws (geometric tempering: a step towards the
+        posterior that few effective draws can still describe), mixed with the amortized
+        posterior itself for a tenth of the draws (defensive mixture: the weights are never
+        worse than ten times the amortized ones).  The draws returned are the last round's.
+        For a network whose posterior is narrower than the exact one, or off by a few of its
+        SDs (a prior unlike the trained one, a data set at the edge of the simulations), at
+        the cost of ``rounds`` times the work.
+
         A progress bar over the groups appears when the work runs longer than ``PROGRESS_DELAY_S``
         (2 s); ``progress=False`` hides it.
 
         Returns :class:`MultilevelDraws` with ``diagnostics``: ``pareto_k``, ``ess`` (of the
-        ``proposals`` weights), ``ess_fraction``, ``proposals`` and ``likelihood_mc_sd``: the
+        ``proposals`` weights), ``ess_fraction``, ``proposals``, ``rounds`` (run),
+        ``pareto_k_by_round`` and ``likelihood_mc_sd``: the
         Monte Carlo SD of the estimated ``sum_j log p(x_j | g)`` (delta method over each group's
         local weights as if they were independent draws, averaged over the weighted draws; the
         local draws are randomized quasi-Monte Carlo, which lowers the actual noise, while
@@ -374,30 +430,41 @@ class MultilevelAmortizer(nn.Module):
         References:
             Dax et al. (2023). Neural importance sampling for rapid and reliable
             gravitational-wave inference. Physical Review Letters 130, 171403.
+            Cappé, Guillin, Marin & Robert (2004). Population Monte Carlo. Journal of
+            Computational and Graphical Statistics 13(4), 907-929.
         """
         dev = module_device(self)
         d, j, x, mask = self._one_data_set(data, "importance_draws", kwargs, dev)
         proposals = 2 * n if proposals is None else proposals
-        for name, value, least in (("n", n, 1), ("proposals", proposals, 10), ("importance", importance, 1)):
+        for name, value, least in (("n", n, 1), ("proposals", proposals, 10), ("importance", importance, 1),
+                                   ("rounds", rounds, 1)):
             if not isinstance(value, (int, np.integer)) or value < least:
                 raise ValueError(f"importance_draws() needs an integer {name} >= {least}, got {value!r}")
         if not hasattr(model, "global_log_prior"):
             raise TypeError(f"importance_draws() needs a model with global_log_prior, local_log_prior and log_likelihood; got {type(model).__name__}")
         gen = make_generator(seed)
+        k_by_round: list[float] = []
         with inference_mode(self):
             groups, summary = self.embed(x, mask, d.group_mask[:, :j].to(dev))
-            zg, log_qz = sample_flow(self.global_flow, int(proposals), summary, gen, log_prob=True)
-            zg, theta_g = zg[0], self.global_map.inverse(zg[0])
-            log_w = model.global_log_prior(theta_g) - (log_qz[0] + self.global_map.log_abs_det(theta_g))
-            log_px, local, local_log_w = self._groups_evidence(groups, zg, theta_g, x, mask, model, importance, gen,
-                                                               "importance weights" if progress else None)
-            # Monte Carlo variance of each proposal's summed log-likelihood estimate (delta method)
-            noise = torch.stack([log_mean_exp(lw)[1] for lw in local_log_w], -1).square().sum(-1)
-            log_w = _nan_to_neginf(log_w + log_px.sum(-1))
-            if not torch.isfinite(log_w).any():
-                raise ValueError("importance_draws(): every proposal has zero weight under the model (likelihood or "
-                                 "prior is zero at all amortized draws); the data do not fit the model or the amortizer")
-            smoothed, k_hat = pareto_smooth(log_w.cpu().double().numpy())
+            fitted = None
+            for r in range(int(rounds)):
+                zg, log_q = self._global_proposal(summary, int(proposals), fitted, gen)
+                theta_g = self.global_map.inverse(zg)
+                log_w = model.global_log_prior(theta_g) - (log_q + self.global_map.log_abs_det(theta_g))
+                label = None if not progress else "importance weights" + (f", round {r + 1}" if rounds > 1 else "")
+                log_px, local, local_log_w, noise = self._groups_evidence(groups, zg, theta_g, x, mask, model,
+                                                                          importance, gen, label)
+                log_w = _nan_to_neginf(log_w + log_px.sum(-1))
+                if not torch.isfinite(log_w).any():
+                    raise ValueError("importance_draws(): every proposal has zero weight under the model (likelihood or "
+                                     "prior is zero at all amortized draws); the data do not fit the model or the amortizer")
+                smoothed, k_hat = pareto_smooth(log_w.cpu().double().numpy())
+                k_by_round.append(k_hat)
+                if k_hat <= REFINE_UNTIL_K or r == rounds - 1:
+                    break
+                lw = log_w.cpu().double()
+                beta = tempering_exponent(lw.numpy(), REFINE_TARGET_ESS * int(proposals))
+                fitted = _StudentT.fit(zg, (beta * lw).to(dev))
             # resampling on the CPU, where the seeded generator lives (the draws may be on a GPU)
             probs = torch.as_tensor(np.exp(smoothed - smoothed.max()), dtype=torch.float64)
             picked = torch.multinomial(probs, int(n), replacement=True, generator=gen).to(dev)
@@ -408,24 +475,43 @@ class MultilevelAmortizer(nn.Module):
                 out[:, k] = local[k][picked, which]
         ess = effective_sample_size(smoothed)  # k-hat is the raw weights' tail; the ESS that of the weights used
         diag = {"pareto_k": k_hat, "ess": ess, "ess_fraction": ess / int(proposals), "proposals": int(proposals),
+                "rounds": len(k_by_round), "pareto_k_by_round": k_by_round,
                 "likelihood_mc_sd": _weighted_noise_sd(probs.numpy(), noise.cpu().double().numpy())}
         if warn and diag["pareto_k"] > RELIABLE_PARETO_K:
             noisy = (f" The groups' likelihoods, each estimated from {importance} local draws, add noise of "
                      f"{diag['likelihood_mc_sd']:.1f} nats to the log weights, which alone degrades them; a larger "
                      "importance= (or a better trained local flow) reduces it."
                      if diag["likelihood_mc_sd"] > 1.0 else "")
+            more = (f" {rounds} rounds of refined proposals did not bring k below {RELIABLE_PARETO_K}." if rounds > 1 else
+                    " rounds=3 or more refines the proposal towards the exact posterior.")
             warnings.warn(
                 f"importance weights may be unreliable (Pareto k = {diag['pareto_k']:.2f} > {RELIABLE_PARETO_K}, "
                 f"effective sample size {diag['ess']:.0f} of {proposals}): the amortized posterior's tails are lighter "
                 "than the exact posterior's for these data. If the effective sample size is small, do not trust these "
                 "draws: compare with a Stan fit (amortbayes.reference), or retrain with simulations like these data."
-                + noisy, stacklevel=2)
+                + more + noisy, stacklevel=2)
         local_all = np.full((1, int(n), d.x.shape[1], out.shape[-1]), np.nan, dtype=np.float32)
         local_all[0, :, :j] = out.cpu().numpy()
         return MultilevelDraws(
             theta_g[picked].cpu().numpy()[None], local_all, self.info.parameter_names,
             self.info.local_parameter_names, d.group_labels, diagnostics=diag,
         )
+
+    def _global_proposal(self, summary: torch.Tensor, s: int, fitted: _StudentT | None, gen) -> tuple[torch.Tensor, torch.Tensor]:
+        """``s`` standardized global draws ``(s, G)`` for one data set and their proposal log density ``(s,)``.
+
+        Without ``fitted``: the amortized posterior.  With it: ``REFINE_DEFENSIVE`` of the draws
+        from the amortized posterior and the rest from ``fitted``, and the mixture's density
+        (deterministic mixture weights: the counts are fixed, the density is the mixture's).
+        """
+        if fitted is None:
+            zg, log_q = sample_flow(self.global_flow, s, summary, gen, log_prob=True)
+            return zg[0], log_q[0]
+        s_flow = max(1, round(REFINE_DEFENSIVE * s))
+        zg = torch.cat([sample_flow(self.global_flow, s_flow, summary, gen)[0], fitted.sample(s - s_flow, gen)])
+        log_flow = self.global_flow.log_prob(zg, context=summary.expand(s, -1))
+        share = s_flow / s
+        return zg, torch.logaddexp(log_flow + math.log(share), fitted.log_prob(zg) + math.log1p(-share))
 
     # -- leave-one-group-out --------------------------------------------------------------
     def logo(self, data: Any, model: Any, n: int = 1000, *, importance: int = 16, seed: int | None = 0,
@@ -530,18 +616,21 @@ class MultilevelAmortizer(nn.Module):
         return d, j, d.x[:, :j].to(dev), d.mask[:, :j].to(dev)
 
     def _groups_evidence(self, groups, zg, theta_g, x, mask, model, m: int, gen,
-                         progress: str | None = None) -> tuple[torch.Tensor, list, list]:
+                         progress: str | None = None) -> tuple[torch.Tensor, list, list, torch.Tensor]:
         """:meth:`_group_evidence` of each of one data set's ``J`` groups at the same ``n`` global draws.
 
         ``groups (1, J, S_l)``, ``x (1, J, N, F)``, ``mask (1, J, N)``.  Returns ``log p(x_j |
-        g)`` ``(n, J)`` and, per group, its local draws and their log weights.  One group at
+        g)`` ``(n, J)``, per group its local draws and their log weights, and the Monte Carlo
+        variance of each draw's ``sum_j log p(x_j | g)`` ``(n,)``.  One group at
         a time, and its likelihood in passes of about ``LIKELIHOOD_CHUNK_TERMS`` terms, keep memory
         bounded.  ``progress``: the label of a progress bar over the groups (shown when the work
         lasts), None for none.
         """
         parts = [self._group_evidence(groups[0, k], zg, theta_g, x[0, k], mask[0, k], model, m, gen)
                  for k in _over_groups(x.shape[1], progress or "", progress is not None)]
-        return torch.stack([p[0] for p in parts], dim=-1), [p[1] for p in parts], [p[2] for p in parts]
+        # Monte Carlo variance of each global draw's summed log-likelihood estimate (delta method)
+        noise = torch.stack([log_mean_exp(p[2])[1] for p in parts], -1).square().sum(-1)
+        return torch.stack([p[0] for p in parts], dim=-1), [p[1] for p in parts], [p[2] for p in parts], noise
 
     def _group_evidence(self, own, zg, theta_g, x, mask, model, m: int, gen) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``log p(x_k | globals)`` of one group at ``n`` global draws, by importance sampling over its parameters.

@@ -28,7 +28,13 @@ from amortbayes.diagnostics.calibration import (
     posterior_contraction,
     posterior_z_scores,
 )
-from amortbayes.diagnostics.importance import effective_sample_size, importance_diagnostics, pareto_khat, pareto_smooth
+from amortbayes.diagnostics.importance import (
+    effective_sample_size,
+    importance_diagnostics,
+    pareto_khat,
+    pareto_smooth,
+    tempering_exponent,
+)
 from amortbayes.diagnostics.multilevel import (
     elpd_compare,
     log_mean_exp,
@@ -69,5 +75,6 @@ __all__ = [
     "sbc_ecdf_bands",
     "sbc_ecdf_diff",
     "sbc_ranks",
+    "tempering_exponent",
     "weighted_quantiles",
 ]

@@ -120,6 +120,31 @@ def importance_diagnostics(log_weights: Any) -> dict[str, float]:
     return {"pareto_k": pareto_khat(lw), "ess": ess, "ess_fraction": ess / len(lw)}
 
 
+def tempering_exponent(log_weights: Any, target_ess: float) -> float:
+    """The largest ``beta`` in (0, 1] whose weights ``w ** beta`` keep an effective sample size of ``target_ess``.
+
+    Degenerate weights (a proposal far from the posterior) say little beyond their largest
+    draw; raised to ``beta < 1`` they describe ``q^(1 - beta) p^beta``, a distribution between
+    the proposal ``q`` and the target ``p`` that the draws still represent, which is what an
+    adaptive proposal should move towards next (geometric tempering).  Returns 1 when the
+    weights themselves reach ``target_ess``.
+
+    Example:
+        >>> lw = np.log(np.random.default_rng(0).pareto(0.8, 1000) + 1)
+        >>> b = tempering_exponent(lw, 500)
+        >>> bool(0 < b < 1), round(effective_sample_size(b * lw))
+        (True, 500)
+    """
+    lw = as_float_array(log_weights, "log_weights").reshape(-1)
+    if effective_sample_size(lw) >= target_ess:
+        return 1.0
+    lo, hi = 0.0, 1.0  # ESS(w^beta) falls as beta grows from 0 (all weights equal)
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if effective_sample_size(mid * lw) >= target_ess else (lo, mid)
+    return lo if lo > 0 else hi  # never 0: that would erase the -inf weights of impossible draws
+
+
 def effective_sample_size(log_weights: Any) -> float:
     """Kish's effective sample size ``(sum w)^2 / sum w^2`` of log importance weights.
 
