@@ -8,7 +8,10 @@ leave-one-participant-out ELPD for both from the amortizers alone (no refits), w
 elpd_diff and its SE as in Habermann et al. (2024), Figure 9 (drawn to logo.png). With Stan,
 the same ELPDs from Stan's draws: Pareto-smoothed importance sampling of the full-data
 posterior of the globals into each LOGO posterior (psis_logo), each participant's own
-parameters integrated out with the local flow as the proposal. Prints one JSON object.
+parameters integrated out with the local flow as the proposal. Also the importance-sampled
+draws (the amortized posterior as the proposal, each participant's likelihood estimated from
+--importance local draws, up to --rounds adaptive rounds of --proposals; importance_draws)
+against Stan. Prints one JSON object.
 Responses are coded by the response given (stimulus/response coding), upper boundary =
 "nonword" by default.  The paper does not say which coding it used; accuracy coding
 (upper = correct; 95.6 % correct) puts Stan's mu_nu (1.9) five prior SDs above its Normal(0.5, 0.3) prior

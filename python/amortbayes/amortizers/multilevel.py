@@ -87,6 +87,11 @@ def _nan_to_neginf(log_w: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isnan(log_w), torch.full_like(log_w, -math.inf), log_w)
 
 
+def _defensive_draws(s: int) -> int:
+    """How many of a refined round's ``s`` importance proposals come from the amortized posterior itself."""
+    return max(1, round(REFINE_DEFENSIVE * s))
+
+
 @dataclasses.dataclass(frozen=True)
 class _StudentT:
     """Multivariate Student-t ``t_nu(mean, L L')``: the fitted part of a refined importance proposal.
@@ -107,7 +112,8 @@ class _StudentT:
         mean = p @ zd
         centred = zd - mean
         cov = (centred * p[:, None]).T @ centred / max(1e-12, 1.0 - float((p * p).sum()))
-        jitter = 1e-6 * (torch.diagonal(cov).mean() + 1e-12)
+        # relative to the draws' own spread: a fit to one or two effective draws stays a valid (narrow) t
+        jitter = 1e-6 * (zd.var(0).mean() + 1e-12)
         chol = torch.linalg.cholesky(cov + jitter * torch.eye(len(mean), dtype=cov.dtype, device=cov.device))
         return cls(mean.to(z.dtype), chol.to(z.dtype))
 
@@ -406,7 +412,10 @@ class MultilevelAmortizer(nn.Module):
         keeps a tenth of them as effective draws (geometric tempering: a step towards the
         posterior that few effective draws can still describe), mixed with the amortized
         posterior itself for a tenth of the draws (defensive mixture: the weights are never
-        worse than ten times the amortized ones).  The draws returned are the last round's.
+        worse than ten times the amortized ones).  Every round's draws keep their likelihood
+        estimates and are reweighted against the mixture of all rounds' proposals
+        (deterministic-mixture weights, as in adaptive multiple importance sampling), so no
+        likelihood evaluation is wasted and the draws returned are resampled from all rounds.
         For a network whose posterior is narrower than the exact one, or off by a few of its
         SDs (a prior unlike the trained one, a data set at the edge of the simulations), at
         the cost of ``rounds`` times the work.
@@ -415,8 +424,9 @@ class MultilevelAmortizer(nn.Module):
         (2 s); ``progress=False`` hides it.
 
         Returns :class:`MultilevelDraws` with ``diagnostics``: ``pareto_k``, ``ess`` (of the
-        ``proposals`` weights), ``ess_fraction``, ``proposals``, ``rounds`` (run),
-        ``pareto_k_by_round`` and ``likelihood_mc_sd``: the
+        weights of all rounds' draws), ``ess_fraction``, ``proposals`` (weighted draws, all
+        rounds), ``rounds`` (run), ``pareto_k_by_round`` (after each round, of all draws so
+        far) and ``likelihood_mc_sd``: the
         Monte Carlo SD of the estimated ``sum_j log p(x_j | g)`` (delta method over each group's
         local weights as if they were independent draws, averaged over the weighted draws; the
         local draws are randomized quasi-Monte Carlo, which lowers the actual noise, while
@@ -432,6 +442,8 @@ class MultilevelAmortizer(nn.Module):
             gravitational-wave inference. Physical Review Letters 130, 171403.
             Cappé, Guillin, Marin & Robert (2004). Population Monte Carlo. Journal of
             Computational and Graphical Statistics 13(4), 907-929.
+            Cornuet, Marin, Mira & Robert (2012). Adaptive multiple importance sampling.
+            Scandinavian Journal of Statistics 39(4), 798-812.
         """
         dev = module_device(self)
         d, j, x, mask = self._one_data_set(data, "importance_draws", kwargs, dev)
@@ -446,15 +458,20 @@ class MultilevelAmortizer(nn.Module):
         k_by_round: list[float] = []
         with inference_mode(self):
             groups, summary = self.embed(x, mask, d.group_mask[:, :j].to(dev))
-            fitted = None
+            fits: list[_StudentT] = []  # the Student-t part of each refined round's proposal
+            kept: list[tuple] = []  # per round: z, theta, log target, log flow density, local draws, their weights, noise
             for r in range(int(rounds)):
-                zg, log_q = self._global_proposal(summary, int(proposals), fitted, gen)
+                zg, log_flow = self._global_proposal(summary, int(proposals), fits[-1] if fits else None, gen)
                 theta_g = self.global_map.inverse(zg)
-                log_w = model.global_log_prior(theta_g) - (log_q + self.global_map.log_abs_det(theta_g))
                 label = None if not progress else "importance weights" + (f", round {r + 1}" if rounds > 1 else "")
                 log_px, local, local_log_w, noise = self._groups_evidence(groups, zg, theta_g, x, mask, model,
                                                                           importance, gen, label)
-                log_w = _nan_to_neginf(log_w + log_px.sum(-1))
+                # the exact posterior's unnormalized log density in the flow's standardized space
+                log_target = model.global_log_prior(theta_g) - self.global_map.log_abs_det(theta_g) + log_px.sum(-1)
+                kept.append((zg, theta_g, log_target, log_flow, local, local_log_w, noise))
+                z_all = torch.cat([kr[0] for kr in kept])
+                log_q = self._proposals_log_density(z_all, torch.cat([kr[3] for kr in kept]), fits, int(proposals))
+                log_w = _nan_to_neginf(torch.cat([kr[2] for kr in kept]) - log_q)
                 if not torch.isfinite(log_w).any():
                     raise ValueError("importance_draws(): every proposal has zero weight under the model (likelihood or "
                                      "prior is zero at all amortized draws); the data do not fit the model or the amortizer")
@@ -463,18 +480,22 @@ class MultilevelAmortizer(nn.Module):
                 if k_hat <= REFINE_UNTIL_K or r == rounds - 1:
                     break
                 lw = log_w.cpu().double()
-                beta = tempering_exponent(lw.numpy(), REFINE_TARGET_ESS * int(proposals))
-                fitted = _StudentT.fit(zg, (beta * lw).to(dev))
+                beta = tempering_exponent(lw.numpy(), REFINE_TARGET_ESS * len(lw))
+                fits.append(_StudentT.fit(z_all, (beta * lw).to(dev)))
+            theta_g = torch.cat([kr[1] for kr in kept])
+            noise = torch.cat([kr[6] for kr in kept])
             # resampling on the CPU, where the seeded generator lives (the draws may be on a GPU)
             probs = torch.as_tensor(np.exp(smoothed - smoothed.max()), dtype=torch.float64)
             picked = torch.multinomial(probs, int(n), replacement=True, generator=gen).to(dev)
             out = torch.empty(int(n), j, len(self.info.local_parameter_names), device=dev)
             for k in range(j):
-                inner = torch.softmax(local_log_w[k][picked].double().cpu(), -1)  # (n, m); finite where the global weight is
+                local_k = torch.cat([kr[4][k] for kr in kept])
+                inner = torch.softmax(torch.cat([kr[5][k] for kr in kept])[picked].double().cpu(), -1)  # (n, m); finite where the global weight is
                 which = torch.multinomial(inner, 1, generator=gen)[:, 0].to(dev)
-                out[:, k] = local[k][picked, which]
+                out[:, k] = local_k[picked, which]
+        weighted = len(probs)
         ess = effective_sample_size(smoothed)  # k-hat is the raw weights' tail; the ESS that of the weights used
-        diag = {"pareto_k": k_hat, "ess": ess, "ess_fraction": ess / int(proposals), "proposals": int(proposals),
+        diag = {"pareto_k": k_hat, "ess": ess, "ess_fraction": ess / weighted, "proposals": weighted,
                 "rounds": len(k_by_round), "pareto_k_by_round": k_by_round,
                 "likelihood_mc_sd": _weighted_noise_sd(probs.numpy(), noise.cpu().double().numpy())}
         if warn and diag["pareto_k"] > RELIABLE_PARETO_K:
@@ -486,7 +507,7 @@ class MultilevelAmortizer(nn.Module):
                     " rounds=3 or more refines the proposal towards the exact posterior.")
             warnings.warn(
                 f"importance weights may be unreliable (Pareto k = {diag['pareto_k']:.2f} > {RELIABLE_PARETO_K}, "
-                f"effective sample size {diag['ess']:.0f} of {proposals}): the amortized posterior's tails are lighter "
+                f"effective sample size {diag['ess']:.0f} of {weighted}): the amortized posterior's tails are lighter "
                 "than the exact posterior's for these data. If the effective sample size is small, do not trust these "
                 "draws: compare with a Stan fit (amortbayes.reference), or retrain with simulations like these data."
                 + more + noisy, stacklevel=2)
@@ -498,20 +519,32 @@ class MultilevelAmortizer(nn.Module):
         )
 
     def _global_proposal(self, summary: torch.Tensor, s: int, fitted: _StudentT | None, gen) -> tuple[torch.Tensor, torch.Tensor]:
-        """``s`` standardized global draws ``(s, G)`` for one data set and their proposal log density ``(s,)``.
+        """``s`` standardized global draws ``(s, G)`` for one data set and the amortized posterior's log density at them.
 
-        Without ``fitted``: the amortized posterior.  With it: ``REFINE_DEFENSIVE`` of the draws
-        from the amortized posterior and the rest from ``fitted``, and the mixture's density
-        (deterministic mixture weights: the counts are fixed, the density is the mixture's).
+        Without ``fitted``: draws of the amortized posterior.  With it: ``REFINE_DEFENSIVE`` of the
+        draws from the amortized posterior and the rest from ``fitted`` (fixed counts; the
+        proposal is their mixture, :meth:`_proposals_log_density`).
         """
         if fitted is None:
             zg, log_q = sample_flow(self.global_flow, s, summary, gen, log_prob=True)
             return zg[0], log_q[0]
-        s_flow = max(1, round(REFINE_DEFENSIVE * s))
+        s_flow = _defensive_draws(s)
         zg = torch.cat([sample_flow(self.global_flow, s_flow, summary, gen)[0], fitted.sample(s - s_flow, gen)])
-        log_flow = self.global_flow.log_prob(zg, context=summary.expand(s, -1))
-        share = s_flow / s
-        return zg, torch.logaddexp(log_flow + math.log(share), fitted.log_prob(zg) + math.log1p(-share))
+        return zg, self.global_flow.log_prob(zg, context=summary.expand(s, -1))
+
+    @staticmethod
+    def _proposals_log_density(z: torch.Tensor, log_flow: torch.Tensor, fits: list[_StudentT], s: int) -> torch.Tensor:
+        """Log density of the mixture of every round's proposal at ``z (R s, G)`` (all rounds' draws).
+
+        Round 1 proposes from the amortized posterior (log density ``log_flow``), round ``r > 1``
+        from ``fits[r - 2]`` and, for ``_defensive_draws(s)`` of its ``s`` draws, the amortized
+        posterior; every round draws ``s``, so each weighs ``1 / R`` (deterministic mixture).
+        """
+        rounds = len(fits) + 1
+        share = _defensive_draws(s) / s
+        parts = [log_flow + math.log((1 + (rounds - 1) * share) / rounds)]
+        parts += [t.log_prob(z) + math.log((1 - share) / rounds) for t in fits]
+        return torch.logsumexp(torch.stack(parts), 0)
 
     # -- leave-one-group-out --------------------------------------------------------------
     def logo(self, data: Any, model: Any, n: int = 1000, *, importance: int = 16, seed: int | None = 0,
