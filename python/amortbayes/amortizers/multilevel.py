@@ -67,6 +67,7 @@ REFINE_DEFENSIVE = 0.1  # share of a refined importance proposal drawn from the 
 REFINE_T_DF = 5  # degrees of freedom of the refined proposal's Student-t part
 REFINE_TARGET_ESS = 0.1  # a refinement fits the tempered weights that keep this fraction as effective draws
 REFINE_UNTIL_K = 0.5  # rounds > 1 refine the proposal until the weights' Pareto k is at most this (finite variance)
+# ... and a fraction REFINE_TARGET_ESS of one round's proposals are effective draws
 
 
 def _over_groups(j: int, desc: str, progress: bool):
@@ -405,8 +406,9 @@ class MultilevelAmortizer(nn.Module):
         trained on (a prior sensitivity check) works as long as ``k`` stays low.
 
         ``rounds > 1`` refines the proposal while ``k`` stays above 0.5 (``REFINE_UNTIL_K``:
-        weights of finite variance), up to ``rounds`` rounds of ``proposals`` draws each
-        (adaptive importance sampling): the next proposal
+        weights of finite variance) or fewer than a tenth of one round's proposals are
+        effective draws (``k`` alone is noisy when the likelihood estimates are), up to
+        ``rounds`` rounds of ``proposals`` draws each (adaptive importance sampling): the next proposal
         is a Student-t (5 degrees of freedom) fitted to the last round's draws in the flow's
         standardized space, weighted by ``w ** beta`` with the largest ``beta <= 1`` that
         keeps a tenth of them as effective draws (geometric tempering: a step towards the
@@ -477,7 +479,8 @@ class MultilevelAmortizer(nn.Module):
                                      "prior is zero at all amortized draws); the data do not fit the model or the amortizer")
                 smoothed, k_hat = pareto_smooth(log_w.cpu().double().numpy())
                 k_by_round.append(k_hat)
-                if k_hat <= REFINE_UNTIL_K or r == rounds - 1:
+                settled = k_hat <= REFINE_UNTIL_K and effective_sample_size(smoothed) >= REFINE_TARGET_ESS * int(proposals)
+                if settled or r == rounds - 1:
                     break
                 lw = log_w.cpu().double()
                 beta = tempering_exponent(lw.numpy(), REFINE_TARGET_ESS * len(lw))
