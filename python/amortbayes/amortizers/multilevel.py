@@ -205,7 +205,8 @@ class MultilevelDraws:
         parameter_names, local_parameter_names: column names.
         group_labels: per data set, the labels of its groups.
         diagnostics: for importance-sampled draws (:meth:`MultilevelAmortizer.importance_draws`),
-            ``pareto_k``, ``ess``, ``ess_fraction`` and ``proposals`` of the importance weights.
+            ``pareto_k``, ``ess``, ``ess_fraction``, ``proposals``, ``rounds``,
+            ``pareto_k_by_round`` (a list) and ``likelihood_mc_sd`` of the importance weights.
     """
 
     global_draws: np.ndarray
@@ -213,7 +214,7 @@ class MultilevelDraws:
     parameter_names: tuple[str, ...]
     local_parameter_names: tuple[str, ...]
     group_labels: tuple[tuple[str, ...], ...]
-    diagnostics: dict[str, float] | None = None
+    diagnostics: dict[str, Any] | None = None
 
     def to_frame(self, dataset: int = 0) -> pd.DataFrame:
         """Wide DataFrame of one data set: global columns then ``name[group]`` local columns."""
@@ -409,7 +410,7 @@ class MultilevelAmortizer(nn.Module):
         weights of finite variance) or fewer than a tenth of one round's proposals are
         effective draws (``k`` alone is noisy when the likelihood estimates are), up to
         ``rounds`` rounds of ``proposals`` draws each (adaptive importance sampling): the next proposal
-        is a Student-t (5 degrees of freedom) fitted to the last round's draws in the flow's
+        is a Student-t (5 degrees of freedom) fitted to all draws so far in the flow's
         standardized space, weighted by ``w ** beta`` with the largest ``beta <= 1`` that
         keeps a tenth of them as effective draws (geometric tempering: a step towards the
         posterior that few effective draws can still describe), mixed with the amortized
