@@ -55,3 +55,15 @@ def test_ddm_benchmark_runs_and_reuses_its_training(tmp_path):
     assert "logo_elpd_diff_se" in first
     again = run_benchmark("ddm.py", *args, "--variants", "shared", tmp_path=tmp_path)  # finished: no new training
     assert again["ddm_shared_bias"]["train_seconds"] == first["ddm_shared_bias"]["train_seconds"]
+
+
+def test_ar1_benchmark_runs_and_reuses_its_training(tmp_path):
+    args = ("--no-stan", "--epochs", "1", "--iterations", "3", "--proposals", "100", "--importance", "4",
+            "--rounds", "2", "--out", str(tmp_path / "out"))
+    first = run_benchmark("ar1.py", *args, tmp_path=tmp_path)
+    assert first["train_simulations"] == 3 * 32
+    assert first["logo_seconds_all_49_groups"] > 0 and first["amortized_fit_ms_4000_draws"] > 0
+    assert 1 <= first["importance_sampled"]["rounds"] <= 2
+    assert first["importance_sampled"]["proposals"] == 100 * first["importance_sampled"]["rounds"]
+    again = run_benchmark("ar1.py", *args, "--reuse", tmp_path=tmp_path)
+    assert again["train_seconds"] == first["train_seconds"] and again["final_val_loss"] == first["final_val_loss"]
