@@ -29,6 +29,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--group-summary", default="recurrent", choices=["recurrent", "deepset"],
+                   help="summary network of a chick's rows (default: the one the slow SBC test uses)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--proposals", type=int, default=4000, help="importance proposals per round")
     p.add_argument("--importance", type=int, default=16, help="local draws per proposal and chick")
@@ -41,12 +44,13 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = AR1Multilevel(n_groups=(5, 50))  # ChickWeight's 49 chicks inside the trained range
-    settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations, batch_size=args.batch_size)
+    settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations, batch_size=args.batch_size,
+                             learning_rate=args.lr)
     if args.reuse:
         amortizer = load(out / "amortizer", model=model)
         history = pd.read_csv(out / "history.csv")
     else:
-        amortizer = MultilevelAmortizer(model, MultilevelSettings(group_summary="recurrent", seed=args.seed))
+        amortizer = MultilevelAmortizer(model, MultilevelSettings(group_summary=args.group_summary, seed=args.seed))
         ckpt = out / "ckpt"
         history = fit(amortizer, model, settings=settings, device=args.device, checkpoint_dir=ckpt,
                       resume=(ckpt / "checkpoint.pt").exists(), progress=False, seed=args.seed)
@@ -71,6 +75,8 @@ def main() -> None:
         "model": "ar1_multilevel (ChickWeight: 49 chicks, 478 rows, T_j 5..10)",
         "train_seconds": round(float(history["seconds"].sum()), 1),
         "train_simulations": settings.epochs * settings.iterations_per_epoch * settings.batch_size,
+        "group_summary": amortizer.settings.group_summary,
+        "learning_rate": settings.learning_rate,
         "final_val_loss": round(float(history["val_loss"].iloc[-1]), 3),
         "amortized_fit_ms_4000_draws": round(fit_ms, 1),
         "logo_seconds_all_49_groups": round(logo_s, 2),
