@@ -20,6 +20,23 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def training_arguments(p: argparse.ArgumentParser, *, epochs: int, iterations: int, lr: float,
+                       batch_size: int = 32) -> None:
+    """``--epochs``, ``--iterations`` (per epoch), ``--batch-size`` and ``--lr`` with a benchmark's defaults."""
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--iterations", type=int, default=iterations)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--lr", type=float, default=lr)
+
+
+def train_settings(args: argparse.Namespace):
+    """The :class:`amortbayes.TrainSettings` of :func:`training_arguments`' arguments."""
+    from amortbayes import TrainSettings
+
+    return TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations, batch_size=args.batch_size,
+                         learning_rate=args.lr)
+
+
 def setup(args: argparse.Namespace) -> torch.device:
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():

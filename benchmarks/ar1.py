@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from _common import against_reference, emit, median_ms, parser, setup
-from amortbayes import MultilevelAmortizer, TrainSettings, fit, load, save
+from _common import against_reference, emit, median_ms, parser, setup, train_settings, training_arguments
+from amortbayes import MultilevelAmortizer, fit, load, save
 from amortbayes.amortizers.multilevel import MultilevelSettings
 from amortbayes.models import AR1Multilevel
 from amortbayes.models.ar1 import chickweight_frame, stan_data_from_frame
@@ -26,10 +26,7 @@ from amortbayes.models.ar1 import chickweight_frame, stan_data_from_frame
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--iterations", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
+    training_arguments(p, epochs=30, iterations=200, lr=1e-3)
     p.add_argument("--group-summary", default="deepset", choices=["deepset", "recurrent"],
                    help="summary network of a chick's rows (default: the package's, a DeepSet with exact "
                         "least-squares statistics; the slow SBC test uses the recurrent one)")
@@ -45,8 +42,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = AR1Multilevel(n_groups=(5, 50))  # ChickWeight's 49 chicks inside the trained range
-    settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations, batch_size=args.batch_size,
-                             learning_rate=args.lr)
+    settings = train_settings(args)
     if args.reuse:
         amortizer = load(out / "amortizer", model=model)
         history = pd.read_csv(out / "history.csv")

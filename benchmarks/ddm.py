@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from _common import against_reference, emit, median_ms, parser, setup
-from amortbayes import MultilevelAmortizer, TrainSettings, fit, load, save
+from _common import against_reference, emit, median_ms, parser, setup, train_settings, training_arguments
+from amortbayes import MultilevelAmortizer, fit, load, save
 from amortbayes.amortizers.multilevel import MultilevelSettings, default_settings
 from amortbayes.data import load_speed_acc
 from amortbayes.diagnostics import elpd_compare
@@ -51,10 +51,7 @@ from amortbayes.train import CHECKPOINT_FILE
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--iterations", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-4)
+    training_arguments(p, epochs=30, iterations=200, lr=5e-4)
     p.add_argument("--no-stan", action="store_true")
     p.add_argument("--stan-chains", type=int, default=4)
     p.add_argument("--stan-warmup", type=int, default=1000)
@@ -88,8 +85,7 @@ def main() -> None:
         model = HierarchicalDDM(bias=bias)
         amortizer = (load(Path(args.init) / f"amortizer_{bias}", model=model) if args.init
                      else MultilevelAmortizer(model, _network_settings(model, args)))
-        settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations,
-                                 batch_size=args.batch_size, learning_rate=args.lr)
+        settings = train_settings(args)
         t0 = time.perf_counter()
         history = fit(amortizer, model, settings=settings, device=args.device,
                       checkpoint_dir=out / f"ckpt_{bias}", resume=(out / f"ckpt_{bias}" / "checkpoint.pt").exists(),

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from _common import against_reference, emit, median_ms, parser, setup
-from amortbayes import MultilevelAmortizer, TrainSettings, fit, load, save
+from _common import against_reference, emit, median_ms, parser, setup, train_settings, training_arguments
+from amortbayes import MultilevelAmortizer, fit, load, save
 from amortbayes.amortizers.multilevel import default_settings
 from amortbayes.data import load_sleepstudy
 from amortbayes.diagnostics import log_mean_exp, pooling_factor
@@ -35,10 +35,7 @@ GLOBAL = ["b_Intercept", "b_x", "sd_Intercept", "sd_x", "cor_Intercept_x", "sigm
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--iterations", type=int, default=250)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
+    training_arguments(p, epochs=40, iterations=250, lr=3e-3)
     p.add_argument("--local-flow", default=None, choices=["spline", "affine"], help="local flow kind (default: the model's, affine 2 x 32; spline 4 x 64 is the general default)")
     p.add_argument("--local-layers", type=int, default=None, help="local flow coupling layers (default: the package's)")
     p.add_argument("--local-hidden", type=int, default=None, help="local flow hidden width (default: the package's)")
@@ -69,8 +66,7 @@ def main() -> None:
     local = dataclasses.replace(local, kind=args.local_flow or local.kind, layers=args.local_layers or local.layers,
                                 hidden=args.local_hidden or local.hidden)
     amortizer = MultilevelAmortizer(model, dataclasses.replace(default_settings(model), local_flow=local, seed=args.seed))
-    settings = TrainSettings(epochs=args.epochs, iterations_per_epoch=args.iterations,
-                             batch_size=args.batch_size, learning_rate=args.lr)
+    settings = train_settings(args)
     ckpt = Path(args.checkpoint) if args.checkpoint else None
     resume = bool(ckpt and (ckpt / "checkpoint.pt").exists())
     if args.reuse:
