@@ -66,6 +66,25 @@ def emit(result: dict, device: torch.device) -> None:
     print(json.dumps(result, indent=2))
 
 
+def rounded_diagnostics(diagnostics: dict) -> dict:
+    """Importance-sampling diagnostics (numbers and lists of numbers) rounded to 3 decimals for the JSON."""
+    import numpy as np
+
+    return {k: np.round(v, 3).tolist() for k, v in diagnostics.items()}
+
+
+def compare_with_reference(draws, reference, names: list[str]):
+    """``compare_draws`` of ``draws`` with ``reference`` on the globals ``names`` and every group-level column both have.
+
+    Returns the table and its :func:`against_reference` metrics.
+    """
+    from amortbayes.reference import compare_draws
+
+    local = [c for c in draws.columns if c not in names and c in reference.columns]
+    table = compare_draws(draws, reference, parameters=names + local)
+    return table, against_reference(table, draws, reference, names)
+
+
 def against_reference(table, draws, reference, names: list[str]) -> dict:
     """Accuracy of ``draws`` against ``reference`` draws (Stan's) in the benchmarks' JSON keys.
 

@@ -17,7 +17,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from _common import against_reference, emit, median_ms, parser, setup, train_settings, training_arguments
+from _common import (
+    compare_with_reference,
+    emit,
+    median_ms,
+    parser,
+    rounded_diagnostics,
+    setup,
+    train_settings,
+    training_arguments,
+)
 from amortbayes import MultilevelAmortizer, fit, load, save
 from amortbayes.amortizers.multilevel import MultilevelSettings
 from amortbayes.models import AR1Multilevel
@@ -80,11 +89,10 @@ def main() -> None:
         "elpd_logo": round(float(loo["elpd"].sum()), 2),
         "logo_max_mc_se": round(float(loo["mc_se"].max()), 3),
         "importance_sampled": {"seconds": round(is_s, 1), "importance": args.importance,
-                               **{k: pd.Series(v).round(3).tolist() if isinstance(v, list) else round(float(v), 3)
-                                  for k, v in weighted.diagnostics.items()}},
+                               **rounded_diagnostics(weighted.diagnostics)},
     }
     if not args.no_stan:
-        from amortbayes.reference import compare_draws, fit_stan, label_groups
+        from amortbayes.reference import fit_stan, label_groups
         from amortbayes.simulation import group_levels
 
         stan = fit_stan("ar1_multilevel", stan_data_from_frame(frame, group="Chick"), chains=4, warmup=1000,
@@ -94,10 +102,8 @@ def main() -> None:
         result.update({"stan_seconds": round(stan.seconds, 1), "stan_max_rhat": round(stan.max_rhat, 4),
                        "speedup_fit_vs_stan": round(stan.seconds / (fit_ms / 1000), 1)})
         for key, draws in (("amortized", amortized), ("importance_sampled", weighted.to_frame(0))):
-            local = [c for c in draws.columns if c not in names and c in ref.columns]
-            table = compare_draws(draws, ref, parameters=names + local)
+            table, metrics = compare_with_reference(draws, ref, names)
             table.to_csv(out / f"comparison_{key}.csv")
-            metrics = against_reference(table, draws, ref, names)
             if key == "amortized":
                 result.update(metrics)
             else:

@@ -39,7 +39,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from _common import against_reference, emit, median_ms, parser, setup, train_settings, training_arguments
+from _common import (
+    compare_with_reference,
+    emit,
+    median_ms,
+    parser,
+    rounded_diagnostics,
+    setup,
+    train_settings,
+    training_arguments,
+)
 from amortbayes import MultilevelAmortizer, fit, load, save
 from amortbayes.amortizers.multilevel import MultilevelSettings, default_settings
 from amortbayes.data import load_speed_acc
@@ -201,7 +210,7 @@ def _importance(amortizer, model, data, amortized, args) -> tuple[dict, dict]:
     except ValueError as err:  # every proposal outside the likelihood's support
         entry = {"failed": str(err)}
     else:
-        entry = {k: np.round(v, 3).tolist() for k, v in weighted.diagnostics.items()}
+        entry = rounded_diagnostics(weighted.diagnostics)
         draw_sets["importance_sampled"] = weighted.to_frame(0)
     entry["seconds"] = round(time.perf_counter() - t0, 1)
     return draw_sets, entry
@@ -218,7 +227,7 @@ def _against_stan(model, draw_sets: dict, frame, args, path) -> tuple[object, di
     Writes ``{path}.csv`` (the first set) and ``{path}_{name}.csv`` (the others); keeps Stan's
     fit in ``{path}_stan.npz`` and reads it back on a rerun with the same data and settings.
     """
-    from amortbayes.reference import compare_draws, fit_stan, label_groups
+    from amortbayes.reference import fit_stan, label_groups
     from amortbayes.simulation import group_levels
 
     stan = fit_stan(model.name, model.stan_data(frame, group="id", rt="rt", choice="choice"),
@@ -228,10 +237,9 @@ def _against_stan(model, draw_sets: dict, frame, args, path) -> tuple[object, di
     names = list(model.parameter_names)
     metrics = {}
     for i, (key, draws) in enumerate(draw_sets.items()):
-        local = [c for c in draws.columns if c not in names and c in ref.columns]
-        table = compare_draws(draws, ref, parameters=names + local)
+        table, against = compare_with_reference(draws, ref, names)
         table.to_csv(f"{path}.csv" if i == 0 else f"{path}_{key}.csv")
-        metrics[key] = {"stan_max_rhat": round(stan.max_rhat, 4), **against_reference(table, draws, ref, names)}
+        metrics[key] = {"stan_max_rhat": round(stan.max_rhat, 4), **against}
     return stan, metrics
 
 

@@ -66,8 +66,9 @@ PROGRESS_DELAY_S = 2.0  # group-by-group work shows a progress bar once it has r
 REFINE_DEFENSIVE = 0.1  # share of a refined importance proposal drawn from the amortized posterior itself
 REFINE_T_DF = 5  # degrees of freedom of the refined proposal's Student-t part
 REFINE_TARGET_ESS = 0.1  # a refinement fits the tempered weights that keep this fraction as effective draws
-REFINE_UNTIL_K = 0.5  # rounds > 1 refine the proposal until the weights' Pareto k is at most this (finite variance)
-# ... and a fraction REFINE_TARGET_ESS of one round's proposals are effective draws
+# rounds > 1 refine the proposal until the weights' Pareto k is at most this (finite variance) and a
+# fraction REFINE_TARGET_ESS of one round's proposals are effective draws
+REFINE_UNTIL_K = 0.5
 
 
 def _over_groups(j: int, desc: str, progress: bool):
@@ -532,9 +533,10 @@ class MultilevelAmortizer(nn.Module):
         if fitted is None:
             zg, log_q = sample_flow(self.global_flow, s, summary, gen, log_prob=True)
             return zg[0], log_q[0]
-        s_flow = _defensive_draws(s)
-        zg = torch.cat([sample_flow(self.global_flow, s_flow, summary, gen)[0], fitted.sample(s - s_flow, gen)])
-        return zg, self.global_flow.log_prob(zg, context=summary.expand(s, -1))
+        z_flow, log_flow = sample_flow(self.global_flow, _defensive_draws(s), summary, gen, log_prob=True)
+        z_t = fitted.sample(s - z_flow.shape[1], gen)  # the flow's density at these needs a pass of its own
+        log_flow_t = self.global_flow.log_prob(z_t, context=summary.expand(len(z_t), -1))
+        return torch.cat([z_flow[0], z_t]), torch.cat([log_flow[0], log_flow_t])
 
     @staticmethod
     def _proposals_log_density(z: torch.Tensor, log_flow: torch.Tensor, fits: list[_StudentT], s: int) -> torch.Tensor:
