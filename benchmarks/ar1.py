@@ -17,16 +17,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from _common import (
-    compare_with_reference,
-    emit,
-    median_ms,
-    parser,
-    rounded_diagnostics,
-    setup,
-    train_settings,
-    training_arguments,
-)
+from _common import (compare_with_reference, emit, median_ms, parser, rounded_diagnostics, setup, train_settings,
+                     training_arguments)
 from amortbayes import MultilevelAmortizer, fit, load, save
 from amortbayes.amortizers.multilevel import MultilevelSettings
 from amortbayes.models import AR1Multilevel

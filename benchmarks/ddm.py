@@ -39,16 +39,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from _common import (
-    compare_with_reference,
-    emit,
-    median_ms,
-    parser,
-    rounded_diagnostics,
-    setup,
-    train_settings,
-    training_arguments,
-)
+from _common import (compare_with_reference, emit, median_ms, parser, rounded_diagnostics, setup, train_settings,
+                     training_arguments)
 from amortbayes import MultilevelAmortizer, fit, load, save
 from amortbayes.amortizers.multilevel import MultilevelSettings, default_settings
 from amortbayes.data import load_speed_acc
