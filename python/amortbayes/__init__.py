@@ -11,7 +11,7 @@ from amortbayes.amortizers import (
 from amortbayes.io import load, save
 from amortbayes.networks import FlowSettings
 from amortbayes.simulation import Batch, FlatModel, ModelInfo, MultilevelModel, Simulator
-from amortbayes.train import TrainingDiverged, TrainSettings, fit
+from amortbayes.train import OverfittingWarning, TrainingDiverged, TrainSettings, fit
 
 __all__ = [
     "Batch",
@@ -21,6 +21,7 @@ __all__ = [
     "MultilevelAmortizer",
     "MultilevelModel",
     "MultilevelSettings",
+    "OverfittingWarning",
     "PosteriorAmortizer",
     "PosteriorSettings",
     "Simulator",

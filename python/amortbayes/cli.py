@@ -118,7 +118,7 @@ def _demo(args: argparse.Namespace) -> int:
     amortizer.to("cpu")
     save(amortizer, out / "amortizer")
     print(f"trained on {args.epochs * args.iterations * args.batch_size:,} simulations in {train_s:.1f} s "
-          f"(final validation loss {history['val_loss'].iloc[-1]:.3f}); saved to {out / 'amortizer'}")
+          f"(validation loss {history.loc[history['kept'], 'val_loss'].iloc[0]:.3f} at the kept epoch); saved to {out / 'amortizer'}")
 
     # posterior for the shipped observation
     theta_true, x = example_data(model)

@@ -324,11 +324,12 @@ def plot_coverage(
 
 
 def plot_loss(history: pd.DataFrame, path: PathLike | None = None) -> Figure:
-    """Training (and, if present, validation) loss per epoch.
+    """Training (and, if present, validation) loss per epoch, with the kept epoch marked.
 
     Args:
         history: Data frame with columns ``epoch``, ``train_loss`` and optionally ``val_loss``
-            (NaN where no validation loss was computed).
+            (NaN where no validation loss was computed) and ``kept`` (the epoch whose
+            weights the amortizer ends with, as :func:`amortbayes.fit` returns it).
         path: Where to save a PNG, if given.
 
     Example:
@@ -347,6 +348,10 @@ def plot_loss(history: pd.DataFrame, path: PathLike | None = None) -> Figure:
     ax.plot(history["epoch"], history["train_loss"], color=_MAIN, marker=".", label="train")
     if "val_loss" in history.columns and history["val_loss"].notna().any():
         ax.plot(history["epoch"], history["val_loss"], color=_REFERENCE, marker=".", label="validation")
+    if "kept" in history.columns and history["kept"].astype(bool).any():
+        kept = history[history["kept"].astype(bool)].iloc[0]
+        ax.axvline(kept["epoch"], color="0.5", linestyle=":", linewidth=1.0,
+                   label=f"kept (epoch {int(kept['epoch'])})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.legend(frameon=False)

@@ -8,9 +8,19 @@ joint, sensitivity-aware and FIM-regularised ones), which differ only in their l
   ``iterations_per_epoch`` steps; validation uses one fixed simulated set.
 * **offline**: ``data`` is a fixed batch of simulations (a simulation budget); a
   ``validation_fraction`` is held out; an epoch is one shuffled pass over the rest.
+  Training stops once the validation loss has not improved for ``patience`` epochs
+  (early stopping) and the amortizer ends with the weights of its best epoch, not the
+  last: with a fixed budget the networks eventually memorise the training simulations
+  (the validation loss rises while the training loss falls), and the best validation
+  loss is the best available estimate of ``E_x KL(p(theta | x) || q(theta | x))``.
+  :meth:`TrainSettings.for_budget` gives settings sized to a budget.
+
+Both modes validate the moving average of the weights after every epoch and record which
+epoch was best (``kept`` in the history); online training keeps its fixed budget and ends
+with the last weights unless ``keep_best=True``.
 
 After every epoch a checkpoint (weights, optimizer and scheduler state, random states,
-history) is written to ``checkpoint_dir``; ``resume=True`` continues from it with the same
+history, the best epoch's weights) is written to ``checkpoint_dir``; ``resume=True`` continues from it with the same
 optimizer state, so an interrupted run ends where an uninterrupted one would.
 """
 
@@ -20,6 +30,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +38,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from amortbayes.budget import budget_defaults
 from amortbayes.simulation import Batch, Simulator
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -57,6 +69,21 @@ class TrainSettings:
             rare extreme prior draw can overflow a network once (seen on the diffusion model:
             a boundary of 27, 20 prior SDs out, after 3,300 good steps); a broken simulator or a
             diverging optimizer fails every batch and stops at its third bad batch.
+        weight_decay: decoupled weight decay (AdamW) per step, relative to the learning rate;
+            0 is plain Adam.  Regularizes the networks at small simulation budgets.
+        patience: offline training stops after this many epochs without a validation loss
+            lower than the best so far by more than ``min_improvement`` (``None``: never
+            early; every epoch runs).  Ignored in online training, which has a fixed budget.
+        min_improvement: a validation loss counts as an improvement only if it is lower than
+            the best so far by more than this (nats).
+        keep_best: end with the weights of the epoch with the lowest validation loss instead
+            of the last epoch's.  ``None`` (default): yes in offline training, no in online
+            training (whose validation loss keeps falling to the end of a fixed budget) or
+            without a validation set.
+
+    Example:
+        >>> TrainSettings.for_budget(10_000).batch_size
+        128
     """
 
     epochs: int = 20
@@ -70,6 +97,10 @@ class TrainSettings:
     adapt_sims: int = 1024
     ema_decay: float = 0.999
     max_skipped_batches: int = 2
+    weight_decay: float = 0.0
+    patience: int | None = 20
+    min_improvement: float = 0.0
+    keep_best: bool | None = None
 
     def __post_init__(self) -> None:
         if int(self.max_skipped_batches) < 0:
@@ -83,10 +114,29 @@ class TrainSettings:
             raise ValueError("TrainSettings.validation_fraction must be in [0, 1)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("TrainSettings.ema_decay must be in [0, 1)")
+        if self.weight_decay < 0.0:
+            raise ValueError(f"TrainSettings.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.patience is not None and int(self.patience) < 1:
+            raise ValueError(f"TrainSettings.patience must be a positive integer or None, got {self.patience}")
+        if self.min_improvement < 0.0:
+            raise ValueError(f"TrainSettings.min_improvement must be >= 0, got {self.min_improvement}")
+
+    @classmethod
+    def for_budget(cls, n_simulations: int, **overrides: Any) -> TrainSettings:
+        """Offline settings for a budget of ``n_simulations`` simulations (see :func:`budget_defaults`)."""
+        return dataclasses.replace(cls(), **{**budget_defaults(n_simulations)["train"], **overrides})
 
 
 class TrainingDiverged(FloatingPointError):
     """Raised when the loss becomes NaN or infinite."""
+
+
+class OverfittingWarning(UserWarning):
+    """Offline training: the validation loss rose while the training loss fell (the networks memorise the budget)."""
+
+
+OVERFIT_WARNING_NATS = 0.5  # a rise of the validation loss above its best by more than this warns
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "skipped_batches", "kept"]
 
 
 def fit(
@@ -109,7 +159,10 @@ def fit(
         simulator: a model with ``simulate(batch_size, generator)`` (online training, and the
             source of the validation set).
         data: a fixed batch of simulations (offline training); overrides online simulation.
-        settings: optimisation settings.
+            The validation split is the first ``round(n * validation_fraction)`` of a random
+            permutation of the ``n`` simulations seeded with ``seed + 1``.
+        settings: optimisation settings; offline training on ``data`` defaults to
+            :meth:`TrainSettings.for_budget` of its size, online training to ``TrainSettings()``.
         checkpoint_dir: folder for ``checkpoint.pt``, written after every epoch.
         resume: continue from the checkpoint in ``checkpoint_dir``.
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"``...).
@@ -121,19 +174,26 @@ def fit(
             were trained under; the optimizer and the schedule start afresh.
 
     Returns:
-        The loss history, one row per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``lr``,
-        ``seconds``, ``skipped_batches``.
+        The loss history, one row per epoch run: ``epoch``, ``train_loss``, ``val_loss``
+        (of the averaged weights), ``lr``, ``seconds``, ``skipped_batches`` and ``kept``
+        (True in the one row whose weights the amortizer ends with).  Offline training stops
+        early after ``patience`` epochs without improvement, so it may have fewer rows
+        than ``settings.epochs``.
+
+    Warns:
+        OverfittingWarning: offline, the validation loss ended more than 0.5 nats above its
+            best while the training loss fell.
 
     Raises:
         TrainingDiverged: the loss became NaN/Inf (the last good checkpoint is kept).
         ValueError: inconsistent arguments or a checkpoint written for another amortizer.
     """
-    s = settings or TrainSettings()
-    dev = _device(device)
     if simulator is None and data is None:
         raise ValueError("fit() needs a simulator (online training) or data= (offline training)")
     if data is not None:
         data = _validate_offline(data)
+    s = settings or (TrainSettings.for_budget(train_size(data)) if data is not None else TrainSettings())
+    dev = _device(device)
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs the checkpoint_dir of the interrupted run")
 
@@ -143,9 +203,9 @@ def fit(
 
     # the validation set and the training split are fixed by the seed, before any resume
     if data is not None:
-        n = next(iter(data.values())).shape[0]
+        n = train_size(data)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
-        n_val = int(round(n * s.validation_fraction))
+        n_val = _validation_size(n, s)
         val = {k: v[perm[:n_val]] for k, v in data.items()} if n_val > 0 else None
         train = {k: v[perm[n_val:]] for k, v in data.items()}
         steps_per_epoch = math.ceil(train_size(train) / s.batch_size)
@@ -154,9 +214,14 @@ def fit(
         val = simulator.simulate(s.validation_sims, vgen)  # type: ignore[union-attr]
         train = None
         steps_per_epoch = s.iterations_per_epoch
+    offline = train is not None
+    keep_best = (offline and val is not None) if s.keep_best is None else bool(s.keep_best)
+    if keep_best and val is None:
+        raise ValueError("keep_best=True needs a validation set: set validation_fraction > 0")
+    patience = s.patience if offline else None
 
     total_steps = s.epochs * steps_per_epoch
-    optimizer = torch.optim.Adam(amortizer.parameters(), lr=s.learning_rate)
+    optimizer = torch.optim.AdamW(amortizer.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=total_steps, eta_min=s.learning_rate * s.final_lr_fraction
     )
@@ -167,9 +232,10 @@ def fit(
     start_epoch = 0
     params = [p for p in amortizer.parameters()]
     ema = [p.detach().clone() for p in params]
+    best = _Best(params)
     if resume:
         start_epoch, history = _load_checkpoint(
-            ckpt_path, amortizer, optimizer, scheduler, gen, fingerprint, dev, ema
+            ckpt_path, amortizer, optimizer, scheduler, gen, fingerprint, dev, ema, best
         )
     elif adapt:
         adapt_batch = train if train is not None else simulator.simulate(s.adapt_sims, gen)  # type: ignore[union-attr]
@@ -183,6 +249,8 @@ def fit(
         initial=start_epoch, total=s.epochs,
     )
     for epoch in bar:
+        if patience is not None and best.stale(epoch) >= patience:
+            break  # a resumed run that had already stopped early
         t0 = time.perf_counter()
         amortizer.train()
         losses = []
@@ -216,6 +284,7 @@ def fit(
             raise TrainingDiverged(f"training diverged: every batch of epoch {epoch + 1} had a non-finite loss")
         _swap(ema, params)  # validate the averaged weights
         val_loss = _evaluate(amortizer, val, s.batch_size * 8, dev)
+        best.offer(epoch + 1, val_loss, params, s.min_improvement)
         _swap(ema, params)
         history.append(
             {
@@ -227,12 +296,95 @@ def fit(
                 "skipped_batches": len(skipped),
             }
         )
-        bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=f"{val_loss:.3f}")
+        bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=f"{val_loss:.3f}", best=best.epoch)
         if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, epoch + 1, amortizer, optimizer, scheduler, gen, history, fingerprint, ema)
-    _swap(ema, params)  # the amortizer ends with the averaged weights
+            _save_checkpoint(ckpt_path, epoch + 1, amortizer, optimizer, scheduler, gen, history, fingerprint, ema, best)
+    bar.close()
+    if keep_best and best.epoch > 0:
+        best.restore(params)  # the amortizer ends with the best epoch's averaged weights
+    else:
+        _swap(ema, params)  # the amortizer ends with the averaged weights
     amortizer.eval()
-    return pd.DataFrame(history, columns=["epoch", "train_loss", "val_loss", "lr", "seconds", "skipped_batches"])
+    kept = best.epoch if keep_best and best.epoch > 0 else (history[-1]["epoch"] if history else 0)
+    frame = pd.DataFrame([{**h, "kept": h["epoch"] == kept} for h in history], columns=HISTORY_COLUMNS)
+    if offline:
+        _warn_if_overfitting(frame, best.epoch, train_size(train), keep_best)
+    return frame
+
+
+class _Best:
+    """The epoch with the lowest validation loss so far and a copy of its (averaged) weights."""
+
+    def __init__(self, params: list[torch.Tensor]):
+        self.epoch, self.loss = 0, math.inf
+        self.weights = [p.detach().clone() for p in params]
+
+    def offer(self, epoch: int, loss: float, params: list[torch.Tensor], min_improvement: float) -> None:
+        if math.isfinite(loss) and loss < self.loss - min_improvement:
+            self.epoch, self.loss = epoch, loss
+            with torch.no_grad():
+                for w, p in zip(self.weights, params):
+                    w.copy_(p)
+
+    def stale(self, epochs_done: int) -> int:
+        """Epochs since the best one (all of them if none had a finite validation loss)."""
+        return epochs_done - self.epoch
+
+    def restore(self, params: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for w, p in zip(self.weights, params):
+                p.copy_(w)
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "loss": self.loss, "weights": self.weights}
+
+    def load(self, state: dict[str, Any] | None) -> None:
+        if not state:
+            return
+        self.epoch, self.loss = int(state["epoch"]), float(state["loss"])
+        with torch.no_grad():
+            for w, saved in zip(self.weights, state["weights"]):
+                w.copy_(saved)
+
+
+def _validation_size(n: int, s: TrainSettings) -> int:
+    """Simulations held out for validation; clear errors where the budget cannot hold a split."""
+    n_val = int(round(n * s.validation_fraction))
+    early = s.patience is not None
+    if s.validation_fraction == 0.0 and (early or s.keep_best):
+        what = f"early stopping (patience={s.patience})" if early else "keep_best=True"
+        raise ValueError(
+            f"{what} needs a validation set, but validation_fraction=0 holds out none of the {n} simulations; "
+            f"set validation_fraction > 0 (e.g. 0.1), or patience=None and keep_best=False to train every epoch on all of them"
+        )
+    if s.validation_fraction > 0.0 and (n_val < 1 or n - n_val < 1):
+        least = next(m for m in range(2, 10**9) if 1 <= round(m * s.validation_fraction) < m)
+        raise ValueError(
+            f"a budget of {n} simulations is too small for validation_fraction={s.validation_fraction}: it holds out "
+            f"{n_val} for validation and leaves {n - n_val} for training; offline training needs at least one of each "
+            f"(at least {least} simulations at this fraction)"
+        )
+    return n_val
+
+
+def _warn_if_overfitting(history: pd.DataFrame, best_epoch: int, n_train: int, kept_best: bool) -> None:
+    """Warn when the validation loss ended well above its best while the training loss fell."""
+    if best_epoch < 1 or best_epoch >= len(history):
+        return
+    at_best, last = history.iloc[best_epoch - 1], history.iloc[-1]
+    rise = last["val_loss"] - at_best["val_loss"]
+    if rise > OVERFIT_WARNING_NATS and last["train_loss"] < at_best["train_loss"]:
+        ending = (f"the amortizer keeps epoch {best_epoch}'s weights" if kept_best
+                  else f"the amortizer ends with epoch {int(last['epoch'])}'s weights (keep_best=False)")
+        warnings.warn(
+            f"overfitting: the validation loss rose from {at_best['val_loss']:.3f} (epoch {best_epoch}) to "
+            f"{last['val_loss']:.3f} (epoch {int(last['epoch'])}) while the training loss fell from "
+            f"{at_best['train_loss']:.3f} to {last['train_loss']:.3f}: the networks memorise the {n_train} training "
+            f"simulations; {ending}. More simulations, online training, or settings sized to the budget "
+            f"(PosteriorSettings.for_budget, TrainSettings.for_budget) would help.",
+            OverfittingWarning,
+            stacklevel=3,
+        )
 
 
 def _update_average(ema: list[torch.Tensor], params: list[torch.Tensor], decay: float, step: int) -> None:
@@ -310,7 +462,7 @@ def _evaluate(amortizer: torch.nn.Module, val: Batch | None, chunk: int, dev: to
     return total / n
 
 
-def _save_checkpoint(path, epoch, amortizer, optimizer, scheduler, gen, history, fingerprint, ema) -> None:
+def _save_checkpoint(path, epoch, amortizer, optimizer, scheduler, gen, history, fingerprint, ema, best) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "epoch": epoch,
@@ -322,13 +474,14 @@ def _save_checkpoint(path, epoch, amortizer, optimizer, scheduler, gen, history,
         "torch_rng": torch.get_rng_state(),
         "history": history,
         "ema": ema,
+        "best": best.state(),  # best["epoch"]: the epoch whose weights an offline run ends with
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)  # atomic: an interruption never leaves a half-written checkpoint
 
 
-def _load_checkpoint(path, amortizer, optimizer, scheduler, gen, fingerprint, dev, ema):
+def _load_checkpoint(path, amortizer, optimizer, scheduler, gen, fingerprint, dev, ema, best):
     if path is None or not path.exists():
         raise ValueError(f"resume=True but no checkpoint found at {path}")
     state = torch.load(path, map_location=dev, weights_only=True)
@@ -345,6 +498,7 @@ def _load_checkpoint(path, amortizer, optimizer, scheduler, gen, fingerprint, de
     with torch.no_grad():
         for e, saved in zip(ema, state.get("ema") or [p.detach() for p in amortizer.parameters()]):
             e.copy_(saved)
+    best.load(state.get("best"))
     gen.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     return int(state["epoch"]), list(state["history"])

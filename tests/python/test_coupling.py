@@ -242,7 +242,9 @@ def test_paired_context_gives_the_concatenated_result(kind, dim, threads, monkey
             b, log_b = sample_flow(flow, 1, rows, torch.Generator().manual_seed(2), log_prob=True)
     finally:
         torch.set_num_threads(before)
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # float32: the two orders of the first layer's products round differently, and a spline's inverse
+    # amplifies that (seen: 3.6e-5 on draws of size ~1.5 on one CPU, under 1e-5 on another)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(log_a, log_b, atol=1e-4, rtol=1e-4)
     with torch.no_grad():  # several draws per pair: written out, same result
         many = sample_flow(flow, 3, paired, torch.Generator().manual_seed(4))

@@ -48,6 +48,7 @@ from amortbayes.networks import (
     build_summary,
     sample_flow,
 )
+from amortbayes.budget import budget_defaults
 from amortbayes.networks.standardize import soft_bound
 from amortbayes.networks.summary import n_statistics, with_statistics
 from amortbayes.simulation import Batch, ModelInfo, Simulator, prepare_observed
@@ -58,15 +59,19 @@ class PosteriorSettings:
     """Network settings of a :class:`PosteriorAmortizer`.
 
     Attributes:
-        summary: ``"deepset"`` (exchangeable rows), ``"set_transformer"`` or ``"recurrent"``
-            (time series).
+        summary: ``"deepset"`` (exchangeable rows), ``"set_transformer"``, ``"recurrent"``
+            (time series), ``"none"`` (data sets of a fixed number of rows whose values are
+            the flow's context directly, as for one observation or a vector of summary
+            statistics) or ``"auto"``: ``"none"`` for models of a single observation
+            (``n_obs == (1, 1)``), ``"deepset"`` otherwise.  The amortizer stores the
+            resolved choice, so a saved one is rebuilt the same way.
         summary_dim: size of the learned summary statistic.
         summary_hidden: width of the summary network.
         flow: the inference flow (spline coupling by default).
         seed: seed of the weight initialisation.
     """
 
-    summary: str = "deepset"
+    summary: str = "auto"
     summary_dim: int = 16
     summary_hidden: int = 64
     flow: FlowSettings = FlowSettings()
@@ -74,6 +79,18 @@ class PosteriorSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def for_budget(cls, n_simulations: int, **overrides: Any) -> PosteriorSettings:
+        """Network sizes for offline training on ``n_simulations`` simulations (see :func:`amortbayes.budget.budget_defaults`).
+
+        Example:
+            >>> PosteriorSettings.for_budget(1_000).flow.hidden < PosteriorSettings.for_budget(100_000).flow.hidden
+            True
+        """
+        net = budget_defaults(n_simulations)["posterior"]
+        flow = FlowSettings(**{**dataclasses.asdict(FlowSettings()), **net.pop("flow")})
+        return dataclasses.replace(cls(flow=flow), **{**net, **overrides})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PosteriorSettings:
@@ -104,8 +121,15 @@ class PosteriorAmortizer(nn.Module):
         super().__init__()
         info = model if isinstance(model, ModelInfo) else model.info
         self.info = info
-        self.settings = settings or PosteriorSettings()
-        s = self.settings
+        s = settings or PosteriorSettings()
+        if s.summary == "auto":
+            s = dataclasses.replace(s, summary="none" if tuple(info.n_obs) == (1, 1) else "deepset")
+        if s.summary == "none" and info.n_obs[0] != info.n_obs[1]:
+            raise ValueError(
+                f"summary 'none' takes data sets of a fixed number of rows, but the model's data sets have "
+                f"{info.n_obs[0]} to {info.n_obs[1]} rows; use summary='deepset' (exchangeable rows) or 'recurrent'"
+            )
+        self.settings = s
         n_par, n_feat = len(info.parameter_names), len(info.data_names)
         if n_par < 1 or n_feat < 1:
             raise ValueError("a model needs at least one parameter and one observed column")
@@ -118,9 +142,10 @@ class PosteriorAmortizer(nn.Module):
             # for models of single observations, which have no spread, slopes or correlations
             # (measured on two moons: C2ST 0.62 without them, 0.65-0.67 with them)
             self.summary_net = build_summary(
-                s.summary, n_feat, s.summary_dim, s.summary_hidden, scale_free=max(info.n_obs) > 1
+                s.summary, n_feat, s.summary_dim, s.summary_hidden, scale_free=max(info.n_obs) > 1,
+                rows=info.n_obs[1],
             )
-            self.flow = build_flow(n_par, s.summary_dim + n_statistics(self.summary_net), s.flow)
+            self.flow = build_flow(n_par, self.summary_net.out_features + n_statistics(self.summary_net), s.flow)
 
     # -- training -------------------------------------------------------------------------
     def adapt(self, batch: Batch) -> None:

@@ -1,4 +1,4 @@
-"""Summary networks: masked DeepSet, SetTransformer (ISAB + PMA) and a recurrent (GRU) summary.
+"""Summary networks: masked DeepSet, SetTransformer (ISAB + PMA), a recurrent (GRU) summary, and none (the rows themselves).
 
 Each maps a padded set ``x (..., N, F)`` with its ``mask (..., N)`` to a fixed-size summary
 ``(..., out_features)``; any leading dimensions are allowed (batch, groups).  Every network
@@ -406,6 +406,36 @@ class RecurrentSummary(nn.Module):
         return out.reshape(*lead, -1)
 
 
+class FlatRows(nn.Module):
+    """No learned summary: the data set's ``rows x F`` standardized values, flattened, are the flow's context.
+
+    For data sets of a fixed, small number of rows that carry their own meaning (one
+    observation of a few features, or a vector of summary statistics) a set network has
+    nothing to pool, and with a small simulation budget its extra weights only overfit
+    (measured on the ten-dimensional linear Gaussian at 10,000 simulations: see
+    :mod:`amortbayes.budget`).  Padding is impossible: every data set has all ``rows`` rows.
+
+    Example:
+        >>> FlatRows(3, 2)(torch.randn(4, 3, 2), torch.ones(4, 3)).shape
+        torch.Size([4, 6])
+    """
+
+    def __init__(self, rows: int, in_features: int):
+        super().__init__()
+        if rows < 1:
+            raise ValueError(f"FlatRows needs at least one row, got {rows}")
+        self.rows, self.in_features = rows, in_features
+        self.out_features = rows * in_features
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] != self.rows or bool((mask < 1).any()):
+            raise ValueError(
+                f"summary 'none' takes data sets of exactly {self.rows} row(s); got {x.shape[-2]} rows"
+                + (" with padding" if bool((mask < 1).any()) else "")
+            )
+        return (x * mask.unsqueeze(-1)).flatten(-2)
+
+
 def n_statistics(net: nn.Module) -> int:
     """Number of exact statistics :func:`with_statistics` appends for summary network ``net``."""
     return net.n_statistics if isinstance(net, DeepSet) else 0
@@ -423,16 +453,22 @@ def with_statistics(net: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torc
     return torch.cat(net.forward_with_statistics(x, mask), dim=-1)  # one pass: moments computed once
 
 
-SUMMARY_NETWORKS = {"deepset": DeepSet, "set_transformer": SetTransformer, "recurrent": RecurrentSummary}
+SUMMARY_NETWORKS = {"deepset": DeepSet, "set_transformer": SetTransformer, "recurrent": RecurrentSummary,
+                    "none": FlatRows}
 
 
 def build_summary(kind: str, in_features: int, out_features: int, hidden: int, scale_free: bool = True,
-                  extremes: bool = False) -> nn.Module:
-    """Build a summary network by name: ``"deepset"``, ``"set_transformer"`` or ``"recurrent"``.
+                  extremes: bool = False, rows: int | None = None) -> nn.Module:
+    """Build a summary network by name: ``"deepset"``, ``"set_transformer"``, ``"recurrent"`` or ``"none"``.
 
     ``scale_free`` (DeepSet only) turns the exact set statistics on or off, ``extremes``
-    adds the features' minima and maxima to them.
+    adds the features' minima and maxima to them.  ``"none"`` (:class:`FlatRows`) needs the
+    fixed number of ``rows`` per data set and ignores ``out_features`` and ``hidden``.
     """
+    if kind == "none":
+        if rows is None:
+            raise ValueError("summary 'none' needs data sets of a fixed number of rows (n_obs = (k, k))")
+        return FlatRows(rows, in_features)
     if kind == "deepset":
         return DeepSet(in_features, out_features, hidden, scale_free=scale_free, extremes=extremes)
     if extremes:
