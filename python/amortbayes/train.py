@@ -136,7 +136,7 @@ class OverfittingWarning(UserWarning):
 
 
 OVERFIT_WARNING_NATS = 0.5  # a rise of the validation loss above its best by more than this warns
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "skipped_batches", "kept"]
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "lr", "seconds", "skipped_batches", "best", "kept"]
 
 
 def fit(
@@ -175,8 +175,10 @@ def fit(
 
     Returns:
         The loss history, one row per epoch run: ``epoch``, ``train_loss``, ``val_loss``
-        (of the averaged weights), ``lr``, ``seconds``, ``skipped_batches`` and ``kept``
-        (True in the one row whose weights the amortizer ends with).  Offline training stops
+        (of the averaged weights), ``lr``, ``seconds``, ``skipped_batches``, ``best`` (True
+        in the row with the lowest validation loss) and ``kept`` (True in the one row whose
+        weights the amortizer ends with: the best one offline, the last one online unless
+        ``keep_best=True``).  Offline training stops
         early after ``patience`` epochs without improvement, so it may have fewer rows
         than ``settings.epochs``.
 
@@ -306,7 +308,8 @@ def fit(
         _swap(ema, params)  # the amortizer ends with the averaged weights
     amortizer.eval()
     kept = best.epoch if keep_best and best.epoch > 0 else (history[-1]["epoch"] if history else 0)
-    frame = pd.DataFrame([{**h, "kept": h["epoch"] == kept} for h in history], columns=HISTORY_COLUMNS)
+    frame = pd.DataFrame([{**h, "best": h["epoch"] == best.epoch, "kept": h["epoch"] == kept} for h in history],
+                         columns=HISTORY_COLUMNS)
     if offline:
         _warn_if_overfitting(frame, best.epoch, train_size(train), keep_best)
     return frame

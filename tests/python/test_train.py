@@ -231,7 +231,7 @@ def test_early_stopping_ends_with_the_best_epoch_of_an_overfitting_run():
         history = fit(amortizer, data=data, settings=settings, progress=False)
     best = int(history["val_loss"].idxmin())
     assert len(history) == best + 1 + 6 < 80  # stopped six epochs after the best one
-    assert history["kept"].tolist() == [i == best for i in range(len(history))]
+    assert history["kept"].tolist() == history["best"].tolist() == [i == best for i in range(len(history))]
     assert history["val_loss"].iloc[-1] > history["val_loss"].iloc[best] + 0.5  # it did overfit
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[best]
     # the weights it ends with are the best epoch's: their validation loss is the best one, not the last
@@ -296,6 +296,7 @@ def test_online_training_keeps_its_budget_and_can_keep_its_best_epoch():
     model = ConjugateGaussian()
     last = fit(PosteriorAmortizer(model, tiny_settings()), model, settings=SETTINGS, progress=False)
     assert len(last) == SETTINGS.epochs and last["kept"].tolist() == [False] * (SETTINGS.epochs - 1) + [True]
+    assert last["best"].sum() == 1 and bool(last["best"].iloc[int(last["val_loss"].idxmin())])  # reported all the same
     amortizer = PosteriorAmortizer(model, tiny_settings())
     settings = dataclasses.replace(SETTINGS, epochs=6, patience=1, keep_best=True, learning_rate=3e-2)
     best = fit(amortizer, model, settings=settings, progress=False)
