@@ -23,7 +23,7 @@ _TABLE: list[tuple[int, dict[str, Any]]] = [
         "posterior": {"summary_hidden": 128, "flow": {"layers": 5, "hidden": 128}},
     }),
     (3_000, {
-        "train": {"epochs": 500, "batch_size": 128, "learning_rate": 1e-3, "weight_decay": 0.0, "patience": 20},
+        "train": {"epochs": 200, "batch_size": 256, "learning_rate": 3e-3, "weight_decay": 0.0, "patience": 20},
         "posterior": {"summary_hidden": 64, "flow": {"layers": 4, "hidden": 64}},
     }),
     (0, {
@@ -41,7 +41,7 @@ def budget_defaults(n_simulations: int) -> dict[str, dict[str, Any]]:
 
     Example:
         >>> budget_defaults(10_000)["train"]["batch_size"]
-        128
+        256
     """
     if isinstance(n_simulations, bool) or not isinstance(n_simulations, int) or n_simulations < 1:
         try:

@@ -83,7 +83,7 @@ class TrainSettings:
 
     Example:
         >>> TrainSettings.for_budget(10_000).batch_size
-        128
+        256
     """
 
     epochs: int = 20
