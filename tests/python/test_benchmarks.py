@@ -67,3 +67,18 @@ def test_ar1_benchmark_runs_and_reuses_its_training(tmp_path):
     assert first["importance_sampled"]["proposals"] == 100 * first["importance_sampled"]["rounds"]
     again = run_benchmark("ar1.py", *args, "--reuse", tmp_path=tmp_path)
     assert again["train_seconds"] == first["train_seconds"] and again["final_val_loss"] == first["final_val_loss"]
+
+
+def test_sbi_tasks_benchmark_trains_evaluates_and_reuses(tmp_path):
+    out_file = tmp_path / "sbi.json"
+    args = ("--no-sbi", "--tasks", "gaussian_mixture", "gaussian_linear", "--budgets", "200", "--observations", "2",
+            "--draws", "300", "--out", str(out_file))
+    first = run_benchmark("sbi_tasks.py", *args, tmp_path=tmp_path)
+    assert first["methods"] == ["amortbayes"]
+    for task in ("gaussian_mixture", "gaussian_linear"):
+        entry = first["tasks"][task]["200"]["amortbayes"]
+        assert len(entry["c2st"]) == 2 and all(0.0 <= c <= 1.0 for c in entry["c2st"])
+        assert 1 <= entry["kept_epoch"] <= entry["epochs"] and entry["train_seconds"] > 0
+    assert json.loads(out_file.read_text())["tasks"] == first["tasks"]
+    again = run_benchmark("sbi_tasks.py", *args, "--reuse", tmp_path=tmp_path)  # nothing left to train
+    assert again["tasks"] == first["tasks"]
