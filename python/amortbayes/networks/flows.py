@@ -29,7 +29,7 @@ from nflows.transforms.permutations import Permutation, RandomPermutation
 
 from amortbayes.networks.context import PairedContext
 from amortbayes.networks.coupling import AffineCoupling, SplineCoupling, _chunked
-from amortbayes.networks.summary import SkipMLP
+from amortbayes.networks.layers import SkipMLP
 
 FLOW_KINDS = ("spline", "affine")
 

@@ -1,4 +1,6 @@
-"""Summary networks: masked DeepSet, SetTransformer (ISAB + PMA), a recurrent (GRU) summary, and none (the rows themselves).
+"""Summary networks for sets: masked DeepSet, SetTransformer (ISAB + PMA) and none (the rows themselves).
+
+Time-series summaries live in :mod:`amortbayes.networks.series`.
 
 Each maps a padded set ``x (..., N, F)`` with its ``mask (..., N)`` to a fixed-size summary
 ``(..., out_features)``; any leading dimensions are allowed (batch, groups).  Every network
@@ -21,54 +23,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from amortbayes.networks.context import PairedContext
+from amortbayes.networks.layers import SkipMLP, flatten_lead, mlp
+from amortbayes.networks.series import RecurrentSummary
 from amortbayes.networks.standardize import soft_bound
 from amortbayes.simulation import log_n
-
-
-def mlp(n_in: int, n_hidden: int, n_out: int, depth: int = 2) -> nn.Sequential:
-    """A ReLU MLP with ``depth`` hidden layers of width ``n_hidden``."""
-    layers: list[nn.Module] = []
-    width = n_in
-    for _ in range(depth):
-        layers += [nn.Linear(width, n_hidden), nn.ReLU()]
-        width = n_hidden
-    layers.append(nn.Linear(width, n_out))
-    return nn.Sequential(*layers)
-
-
-class SkipMLP(nn.Module):
-    """``A x + b + MLP(x)``: a ReLU MLP (:func:`mlp`) beside a linear path from input to output.
-
-    Posterior means are close to linear in exact statistics over most of the prior (a
-    population mean follows the mean of the groups' intercepts) and must come out to a
-    small fraction of the data's scale (sleepstudy: 0.1 posterior SD of ``b_Intercept`` is
-    0.6 % of the training data's SD).  A ReLU network approximates a linear map only
-    piecewise; the linear path carries it exactly and the MLP the curvature (shrinkage
-    towards the prior, nonlinear statistics).
-
-    Example:
-        >>> SkipMLP(3, 8, 2)(torch.zeros(5, 3)).shape
-        torch.Size([5, 2])
-    """
-
-    def __init__(self, n_in: int, n_hidden: int, n_out: int, depth: int = 2):
-        super().__init__()
-        self.linear = nn.Linear(n_in, n_out)
-        self.mlp = mlp(n_in, n_hidden, n_out, depth)
-
-    def forward(self, x: torch.Tensor | PairedContext) -> torch.Tensor:
-        if isinstance(x, PairedContext):  # first layers from one product per half (see PairedContext)
-            first = self.mlp[0]
-            both = x.linear(torch.cat([self.linear.weight, first.weight]), torch.cat([self.linear.bias, first.bias]))
-            direct, hidden = both.split([self.linear.out_features, first.out_features], dim=-1)
-            return direct + self.mlp[1:](hidden)
-        return self.linear(x) + self.mlp(x)
-
-
-def _flatten(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-    lead = x.shape[:-2]
-    return x.reshape(-1, *x.shape[-2:]), mask.reshape(-1, mask.shape[-1]), lead
 
 
 def pairwise_products(x: torch.Tensor) -> torch.Tensor:
@@ -364,7 +322,7 @@ class SetTransformer(nn.Module):
         self.head = mlp(seeds * dim + 1, dim, out_features, 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        xf, mf, lead = _flatten(x, mask)
+        xf, mf, lead = flatten_lead(x, mask)
         pad = mf <= 0
         h = self.embed(xf)
         for ind, mab_in, mab_out in zip(self.inducing, self.isab_in, self.isab_out):
@@ -372,37 +330,6 @@ class SetTransformer(nn.Module):
             h = mab_out(h, z, None)
         pooled = self.pma(self.seed.expand(h.shape[0], -1, -1), h, pad).flatten(1)
         out = self.head(torch.cat([pooled, log_n(mf)], dim=-1))
-        return out.reshape(*lead, -1)
-
-
-class RecurrentSummary(nn.Module):
-    """GRU or LSTM over a time series; the summary is the state after the last observed step.
-
-    The mask must mark an observed prefix (time series are padded at the end).
-
-    Example:
-        >>> net = RecurrentSummary(1, 8, hidden=16)
-        >>> mask = torch.tensor([[1.0, 1, 1, 0], [1, 1, 1, 1]])
-        >>> net(torch.randn(2, 4, 1), mask).shape
-        torch.Size([2, 8])
-    """
-
-    def __init__(self, in_features: int, out_features: int, hidden: int = 64, cell: str = "gru"):
-        super().__init__()
-        if cell not in ("gru", "lstm"):
-            raise ValueError(f"unknown recurrent cell {cell!r}; use 'gru' or 'lstm'")
-        self.out_features = out_features
-        rnn = nn.GRU if cell == "gru" else nn.LSTM
-        self.rnn = rnn(in_features, hidden, batch_first=True)
-        self.head = mlp(hidden + 1, hidden, out_features, 1)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        xf, mf, lead = _flatten(x, mask)
-        lengths = mf.sum(-1).clamp_min(1).long().cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(xf, lengths, batch_first=True, enforce_sorted=False)
-        _, state = self.rnn(packed)
-        h = state[0] if isinstance(state, tuple) else state
-        out = self.head(torch.cat([h[-1], log_n(mf)], dim=-1))
         return out.reshape(*lead, -1)
 
 
