@@ -61,8 +61,9 @@ class ModelInfo:
         config: keyword arguments that rebuild the model (JSON-serialisable).
         local_parameter_names: names of the group-level parameters (multilevel only).
         n_groups: inclusive range of the number of groups (multilevel only).
-        parameter_support: per global parameter ``"real"``, ``"positive"``, ``"unit"`` or
-            ``"correlation"`` (empty: all real); flows work on the unconstrained scale.
+        parameter_support: per global parameter ``"real"``, ``"positive"``, ``"unit"``,
+            ``"correlation"`` or ``"interval:<lo>:<hi>"`` (empty: all real); flows work on the
+            unconstrained scale.
         local_parameter_support: the same for the local parameters, which may also be
             bounded above by their group's data: ``"below_min:<column>"`` or
             ``"below_log_min:<column>"`` (see :class:`amortbayes.networks.standardize.ParameterMap`).

@@ -115,6 +115,33 @@ def test_parameter_map_with_mixed_supports_round_trips_with_its_jacobian():
         torch.testing.assert_close(one.constrain(one.unconstrain(t)), t)
 
 
+def test_interval_support_maps_a_box_onto_the_real_line_with_its_jacobian():
+    from amortbayes.networks.standardize import ParameterMap
+
+    pm = ParameterMap(("interval:-3:3", "positive", "interval:0:10"))
+    theta = torch.tensor([[-2.9, 0.5, 0.01], [0.0, 2.0, 9.5], [2.5, 0.1, 5.0]], dtype=torch.float64)
+    u = pm.unconstrain(theta)
+    torch.testing.assert_close(u[:, 0], torch.logit((theta[:, 0] + 3) / 6))
+    torch.testing.assert_close(u[:, 2], torch.logit(theta[:, 2] / 10))
+    pm.fit(theta.float())
+    torch.testing.assert_close(pm.inverse(pm(theta)), theta)
+    for row in theta:
+        jac = torch.autograd.functional.jacobian(lambda t: pm(t[None])[0], row)
+        torch.testing.assert_close(pm.log_abs_det(row[None])[0], torch.linalg.slogdet(jac)[1])
+    far = pm.inverse(torch.tensor([[40.0, 0.0, -40.0], [-40.0, 0.0, 40.0]], dtype=torch.float64))
+    assert ((far[:, 0] >= -3) & (far[:, 0] <= 3) & (far[:, 2] >= 0) & (far[:, 2] <= 10)).all()
+    with pytest.raises(ValueError, match=r"outside the support of \['b'\]"):
+        pm.check_support(torch.tensor([[0.0, 1.0, 11.0]]), names=("a", "p", "b"))
+
+
+@pytest.mark.parametrize("kind", ["interval:3:-3", "interval:0", "interval:a:b", "interval:0:inf"])
+def test_malformed_interval_support_names_the_expected_form(kind):
+    from amortbayes.networks.standardize import ParameterMap
+
+    with pytest.raises(ValueError, match="interval:<lo>:<hi>"):
+        ParameterMap((kind,))
+
+
 def test_data_bounded_map_round_trips_with_its_jacobian_and_never_crosses_the_bound():
     from amortbayes.networks.standardize import ParameterMap
 

@@ -9,6 +9,7 @@ densities so that ``log_prob`` is on the original scale.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -59,6 +60,8 @@ class Standardizer(nn.Module):
 
 
 SUPPORTS = ("real", "positive", "unit", "correlation")
+# a parameter with fixed bounds, such as a box (uniform) prior's: "interval:-3:3"
+INTERVAL = "interval"
 # a real parameter below a statistic of its group's data: "below_min:rt" (below the group's
 # smallest rt) or "below_log_min:rt" (below its log: a log non-decision time)
 DATA_BOUNDS = ("below_min", "below_log_min")
@@ -89,6 +92,27 @@ def soft_bound(z: torch.Tensor, bound: float = SOFT_BOUND, linear: float = SOFT_
     return torch.where(a <= linear, z, tail)
 
 
+def interval_bounds(kind: str) -> tuple[float, float] | None:
+    """``(lo, hi)`` of an ``"interval:<lo>:<hi>"`` support (None for other supports); a clear error if malformed.
+
+    Example:
+        >>> interval_bounds("interval:-3:3"), interval_bounds("positive")
+        ((-3.0, 3.0), None)
+    """
+    head, _, rest = kind.partition(":")
+    if head != INTERVAL:
+        return None
+    parts = rest.split(":")
+    try:
+        lo, hi = (float(v) for v in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        lo = hi = None
+    if lo is None or not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"parameter support {kind!r} must read 'interval:<lo>:<hi>' with finite lo < hi, "
+                         "such as 'interval:-3:3'")
+    return lo, hi
+
+
 def _check_supports(support: tuple[str, ...], n: int, data_names: tuple[str, ...] = ()) -> tuple[str, ...]:
     support = tuple(support) if support else ("real",) * n
     if len(support) != n:
@@ -98,9 +122,11 @@ def _check_supports(support: tuple[str, ...], n: int, data_names: tuple[str, ...
         if bound in DATA_BOUNDS:
             if column not in data_names:
                 raise ValueError(f"parameter support {kind!r} names data column {column!r}, not one of {list(data_names)}")
+        elif bound == INTERVAL:
+            interval_bounds(kind)
         elif kind not in SUPPORTS:
             raise ValueError(
-                f"unknown parameter support {kind!r}; use {list(SUPPORTS)} or "
+                f"unknown parameter support {kind!r}; use {list(SUPPORTS)}, 'interval:<lo>:<hi>' or "
                 f"{[b + ':<data column>' for b in DATA_BOUNDS]}"
             )
     return support
@@ -110,7 +136,10 @@ class ParameterMap(nn.Module):
     """Constrained parameters to standardized unconstrained values and back.
 
     Each parameter has a support: ``"real"`` (identity), ``"positive"`` (log),
-    ``"unit"`` (logit, for (0, 1)) or ``"correlation"`` (atanh, for (-1, 1)).  Flows work
+    ``"unit"`` (logit, for (0, 1)), ``"correlation"`` (atanh, for (-1, 1)) or
+    ``"interval:<lo>:<hi>"`` (logit of ``(theta - lo) / (hi - lo)``, for a box prior's
+    bounds: without it a flow puts mass outside the box, measured on the SLCP and Gaussian
+    mixture tasks of ``benchmarks/sbi_tasks.py`` whose posteriors touch it).  Flows work
     on ``z = standardize(u(theta))``; :meth:`log_abs_det` returns ``log |dz/dtheta|`` so
     densities can be reported for ``theta`` itself, and draws never leave the support.
 
@@ -140,11 +169,16 @@ class ParameterMap(nn.Module):
         n = support if isinstance(support, int) else len(support)
         self.support = _check_supports(() if isinstance(support, int) else support, n, tuple(data_names))
         bounds = [kind.partition(":") for kind in self.support]
-        codes = [SUPPORTS.index(s) if s in SUPPORTS else len(SUPPORTS) for s in self.support]
+        # codes: 0-3 the SUPPORTS, 4 an interval, 5 a data bound
+        codes = [SUPPORTS.index(s) if s in SUPPORTS else 4 if b == INTERVAL else 5 for s, (b, _, _) in
+                 zip(self.support, bounds)]
         self.register_buffer("codes", torch.tensor(codes), persistent=False)
-        # the columns of each transformed support (code 1..3), so that exp, logit, atanh, ...
+        intervals = [interval_bounds(s) for s in self.support if s.partition(":")[0] == INTERVAL]
+        self.register_buffer("_lo", torch.tensor([lo for lo, _ in intervals]), persistent=False)
+        self.register_buffer("_width", torch.tensor([hi - lo for lo, hi in intervals]), persistent=False)
+        # the columns of each transformed support (code 1..4), so that exp, logit, atanh, ...
         # run on those columns only: elementwise transcendentals dominate on 100,000-row draws
-        for code in (1, 2, 3):
+        for code in (1, 2, 3, 4):
             cols = [i for i, c in enumerate(codes) if c == code]
             self.register_buffer(f"_cols{code}", torch.tensor(cols, dtype=torch.long) if cols else None,
                                  persistent=False)
@@ -178,13 +212,15 @@ class ParameterMap(nn.Module):
         return torch.stack(cols, dim=-1)
 
     def _per_support(self, x: torch.Tensor, fns: tuple, rest: torch.Tensor | None = None) -> torch.Tensor:
-        """``fns[k - 1]`` applied to the columns of support code ``k`` (positive, unit, correlation) of ``x``.
+        """``fns[k - 1]`` applied to the columns of support code ``k`` (positive, unit, correlation, interval) of ``x``.
 
         The other columns are ``rest`` (default ``x``).  Each function sees its own columns
         only (no work on the others, no ``torch.where`` over every column).
         """
         out = x if rest is None else rest
-        for code, fn in zip((1, 2, 3), fns):
+        if len(fns) != 4:
+            raise AssertionError("one function per transformed support: positive, unit, correlation, interval")
+        for code, fn in zip((1, 2, 3, 4), fns):
             cols = getattr(self, f"_cols{code}")
             if cols is None:
                 continue
@@ -212,6 +248,7 @@ class ParameterMap(nn.Module):
             lambda t: torch.log(t.clamp_min(1e-30)),
             lambda t: torch.logit(t.clamp(eps, 1 - eps)),
             lambda t: torch.atanh(t.clamp(-1 + eps, 1 - eps)),
+            lambda t: torch.logit(((t - self._lo) / self._width).clamp(eps, 1 - eps)),
         ))
         if self.has_bounds:
             bounded, b = self._bounded(upper, theta)
@@ -220,7 +257,8 @@ class ParameterMap(nn.Module):
         return u
 
     def constrain(self, u: torch.Tensor, upper: torch.Tensor | None = None) -> torch.Tensor:
-        theta = self._per_support(u, (torch.exp, torch.sigmoid, torch.tanh))
+        theta = self._per_support(u, (torch.exp, torch.sigmoid, torch.tanh,
+                                      lambda v: self._lo + self._width * torch.sigmoid(v)))
         if self.has_bounds:
             bounded, b = self._bounded(upper, u)
             theta = torch.where(bounded, b + torch.nn.functional.logsigmoid(u).clamp_max(-BOUND_GAP), theta)
@@ -242,6 +280,8 @@ class ParameterMap(nn.Module):
             lambda v: -torch.log(v.abs().clamp_min(1e-30)),
             lambda v: -torch.log((v * (1 - v)).clamp_min(1e-30)),
             lambda v: -torch.log((1 - v * v).clamp_min(1e-30)),
+            lambda v: -torch.log((((v - self._lo) / self._width) * (1 - (v - self._lo) / self._width)).clamp_min(1e-30)
+                                 * self._width),
         ), torch.zeros_like(t))
         if self.has_bounds:  # du/ds = 1 / (1 - e^s)
             bounded, b = self._bounded(upper, t)
@@ -254,6 +294,10 @@ class ParameterMap(nn.Module):
         bad = ((c == 1) & (theta <= 0)) | ((c == 2) & ((theta <= 0) | (theta >= 1))) | (
             (c == 3) & (theta.abs() >= 1)
         )
+        if self._cols4 is not None:
+            inside = theta.index_select(-1, self._cols4)
+            outside = (inside <= self._lo) | (inside >= self._lo + self._width)
+            bad = bad.index_copy(-1, self._cols4, bad.index_select(-1, self._cols4) | outside)
         if bad.any():
             cols = sorted({names[i] for i in torch.nonzero(bad)[:, -1].tolist()})
             raise ValueError(f"parameter value(s) outside the support of {cols}")
