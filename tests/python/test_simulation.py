@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from amortbayes.models import ConjugateGaussian, GaussianLinearRegression, TwoMoons, get_model
-from amortbayes.networks import DeepSet, RecurrentSummary, SetTransformer, Standardizer
+from amortbayes.networks import DeepSet, RecurrentSummary, SetTransformer, Standardizer, TemporalConv
 from amortbayes.simulation import pad_datasets, prepare_observed
 
 
@@ -62,8 +62,9 @@ def _padded_pair(seed: int = 0):
 
 @pytest.mark.parametrize(
     "net",
-    [DeepSet(2, 4, hidden=8), SetTransformer(2, 4, dim=8, heads=2, inducing=3), RecurrentSummary(2, 4, hidden=8)],
-    ids=["deepset", "set_transformer", "recurrent"],
+    [DeepSet(2, 4, hidden=8), SetTransformer(2, 4, dim=8, heads=2, inducing=3), RecurrentSummary(2, 4, hidden=8),
+     TemporalConv(2, 4, hidden=8)],
+    ids=["deepset", "set_transformer", "recurrent", "conv"],
 )
 def test_padding_is_invisible_to_every_summary_network(net):
     x, mask, x_pad, mask_pad = _padded_pair()
@@ -84,6 +85,15 @@ def test_set_networks_are_permutation_invariant(net):
     net.eval()
     with torch.no_grad():
         torch.testing.assert_close(net(x, mask), net(x[:, perm], mask), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("net", [RecurrentSummary(1, 4, hidden=8), TemporalConv(1, 4, hidden=8)], ids=["gru", "conv"])
+def test_time_series_summaries_read_the_order_of_the_steps(net):
+    x = torch.randn(2, 9, 1, generator=torch.Generator().manual_seed(3))
+    mask = torch.ones(2, 9)
+    net.eval()
+    with torch.no_grad():
+        assert not torch.allclose(net(x, mask), net(x.flip(1), mask), atol=1e-4)
 
 
 def test_summary_networks_accept_extra_leading_dimensions():

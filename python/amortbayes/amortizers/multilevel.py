@@ -139,7 +139,7 @@ class MultilevelSettings:
 
     Attributes:
         group_summary: summary network of one group's rows: ``"deepset"``,
-            ``"set_transformer"`` or ``"recurrent"`` (time series).
+            ``"set_transformer"``, ``"conv"`` or ``"recurrent"`` (time series).
         group_summary_dim: size of a group's learned embedding ``h_2(x_j)`` (a DeepSet adds
             the group's exact statistics to it).
         group_extremes: a DeepSet group summary also passes each feature's exact minimum and

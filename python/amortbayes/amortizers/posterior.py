@@ -59,8 +59,9 @@ class PosteriorSettings:
     """Network settings of a :class:`PosteriorAmortizer`.
 
     Attributes:
-        summary: ``"deepset"`` (exchangeable rows), ``"set_transformer"``, ``"recurrent"``
-            (time series), ``"none"`` (data sets of a fixed number of rows whose values are
+        summary: ``"deepset"`` (exchangeable rows), ``"set_transformer"``, ``"conv"`` or
+            ``"recurrent"`` (time series: causal convolutions, the faster, or a GRU),
+            ``"none"`` (data sets of a fixed number of rows whose values are
             the flow's context directly, as for one observation or a vector of summary
             statistics) or ``"auto"``: ``"none"`` for models of a single observation
             (``n_obs == (1, 1)``), ``"deepset"`` otherwise.  The amortizer stores the
@@ -127,7 +128,8 @@ class PosteriorAmortizer(nn.Module):
         if s.summary == "none" and info.n_obs[0] != info.n_obs[1]:
             raise ValueError(
                 f"summary 'none' takes data sets of a fixed number of rows, but the model's data sets have "
-                f"{info.n_obs[0]} to {info.n_obs[1]} rows; use summary='deepset' (exchangeable rows) or 'recurrent'"
+                f"{info.n_obs[0]} to {info.n_obs[1]} rows; use summary='deepset' (exchangeable rows), "
+                f"'conv' or 'recurrent' (time series)"
             )
         self.settings = s
         n_par, n_feat = len(info.parameter_names), len(info.data_names)

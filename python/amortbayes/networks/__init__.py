@@ -1,8 +1,9 @@
-"""Summary networks (DeepSet, SetTransformer, recurrent), nflows inference flows, standardization."""
+"""Summary networks (DeepSet, SetTransformer, recurrent, temporal convolution), nflows inference flows, standardization."""
 
 from amortbayes.networks.flows import FlowSettings, build_flow, sample_flow
 from amortbayes.networks.standardize import DataRange, ParameterMap, Standardizer
-from amortbayes.networks.summary import DeepSet, RecurrentSummary, SetTransformer, build_summary
+from amortbayes.networks.series import RecurrentSummary, TemporalConv
+from amortbayes.networks.summary import DeepSet, SetTransformer, build_summary
 
 __all__ = [
     "DataRange",
@@ -12,6 +13,7 @@ __all__ = [
     "RecurrentSummary",
     "SetTransformer",
     "Standardizer",
+    "TemporalConv",
     "build_flow",
     "build_summary",
     "sample_flow",

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from amortbayes.networks.layers import SkipMLP, flatten_lead, mlp
-from amortbayes.networks.series import RecurrentSummary
+from amortbayes.networks.series import RecurrentSummary, TemporalConv
 from amortbayes.networks.standardize import soft_bound
 from amortbayes.simulation import log_n
 
@@ -381,12 +381,12 @@ def with_statistics(net: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torc
 
 
 SUMMARY_NETWORKS = {"deepset": DeepSet, "set_transformer": SetTransformer, "recurrent": RecurrentSummary,
-                    "none": FlatRows}
+                    "conv": TemporalConv, "none": FlatRows}
 
 
 def build_summary(kind: str, in_features: int, out_features: int, hidden: int, scale_free: bool = True,
                   extremes: bool = False, rows: int | None = None) -> nn.Module:
-    """Build a summary network by name: ``"deepset"``, ``"set_transformer"``, ``"recurrent"`` or ``"none"``.
+    """Build a summary network by name: ``"deepset"``, ``"set_transformer"``, ``"recurrent"``, ``"conv"`` or ``"none"``.
 
     ``scale_free`` (DeepSet only) turns the exact set statistics on or off, ``extremes``
     adds the features' minima and maxima to them.  ``"none"`` (:class:`FlatRows`) needs the
@@ -404,4 +404,6 @@ def build_summary(kind: str, in_features: int, out_features: int, hidden: int, s
         return SetTransformer(in_features, out_features, dim=hidden, heads=4 if hidden % 4 == 0 else 1)
     if kind == "recurrent":
         return RecurrentSummary(in_features, out_features, hidden)
+    if kind == "conv":
+        return TemporalConv(in_features, out_features, hidden)
     raise ValueError(f"unknown summary network {kind!r}; choose one of {sorted(SUMMARY_NETWORKS)}")
