@@ -28,7 +28,10 @@ class SLCP(FlatModel):
     name = "slcp"
     parameter_names = tuple(f"theta[{i}]" for i in range(1, 6))
     data_names = ("x1", "x2")
-    parameter_support = ("real",) * 5
+
+    @property
+    def parameter_support(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (f"interval:{-self.bound:g}:{self.bound:g}",) * 5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_obs", tuple(self.n_obs))
@@ -158,8 +161,11 @@ class GaussianMixture(FlatModel):
     name = "gaussian_mixture"
     parameter_names = ("theta[1]", "theta[2]")
     data_names = ("x1", "x2")
-    parameter_support = ("real", "real")
     scales = (1.0, 0.1)
+
+    @property
+    def parameter_support(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (f"interval:{-self.bound:g}:{self.bound:g}",) * 2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_obs", tuple(self.n_obs))

@@ -89,7 +89,7 @@ class Task:
         name: task name (the key in :data:`TASKS`).
         model: the simulator.
         summary: ``"none"`` (one row of features), ``"deepset"`` (exchangeable rows) or
-            ``"recurrent"`` (time series).
+            ``"conv"`` or ``"recurrent"`` (time series).
         description: one line.
         sampler: the batched reference sampler (see :data:`Sampler`).
         exact: ``True`` for exact samplers; ``False`` (MCMC) ones are cached on disk.
@@ -303,7 +303,7 @@ def _build_tasks() -> dict[str, Task]:
              _slcp_sampler(slcp), exact=False),
         Task("bernoulli_glm", glm, "none", "logistic GLM with 10 coefficients, observed through X'y of 100 trials",
              _glm_sampler(glm), exact=False),
-        Task("ar1", ar1, "recurrent", "AR(1) series of 50 steps, (c, phi, sigma) with a truncated NIG prior",
+        Task("ar1", ar1, "conv", "AR(1) series of 50 steps, (c, phi, sigma) with a truncated NIG prior",
              _ar1_sampler(ar1)),
         Task("gaussian_mixture", gm, "none", "2-D mixture of a wide and a narrow Gaussian around theta, one observation",
              _gaussian_mixture_sampler(gm)),

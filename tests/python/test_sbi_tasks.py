@@ -95,11 +95,11 @@ def test_suite_has_the_tasks_with_their_interface():
         task = TASKS[name]
         assert isinstance(task, Task) and task.name == name
         assert isinstance(task.model, FlatModel)
-        assert task.summary in {"none", "deepset", "recurrent"}
+        assert task.summary in {"none", "deepset", "conv", "recurrent"}
         assert task.description and "\n" not in task.description
         support = task.model.parameter_support
         assert len(support) in (0, len(task.model.parameter_names))
-    assert TASKS["slcp"].summary == "deepset" and TASKS["ar1"].summary == "recurrent"
+    assert TASKS["slcp"].summary == "deepset" and TASKS["ar1"].summary == "conv"
     assert TASKS["ar1"].model.parameter_support == ("real", "correlation", "positive")
 
 
