@@ -1,0 +1,201 @@
+"""lme4/brms formula + data frame -> design matrices with brms' names (parsing by ``formulae``).
+
+The formula is parsed and its design matrices are built by the ``formulae`` library (bambi's
+mixed-model formula package); this module only adds what brms users expect on top of it:
+
+* brms' coefficient names: ``Intercept``, ``x``, ``fb`` (factor ``f`` at level ``b``,
+  treatment coding), ``x:fb``; group terms as ``sd_g__x`` / ``r_g[level,x]``;
+* ``(x || g)`` (uncorrelated group effects), which ``formulae`` does not parse, rewritten to
+  ``(1 | g) + (0 + x | g)`` before parsing and remembered as uncorrelated;
+* R's ``scale(x)`` (centred and divided by the *sample* SD, as ``model.matrix`` does;
+  ``formulae``'s own ``scale`` divides by the population SD) and R's ``I(x^2)``;
+* one grouping factor, with a clear error that names crossed ``(1|a) + (1|b)`` and nested
+  ``(1|a/b)`` terms as not supported yet;
+* rows with missing values in the used columns dropped with a warning giving the count.
+
+References:
+    Bürkner (2017), brms: An R package for Bayesian multilevel models using Stan, JSS 80(1).
+    Bates et al. (2015), Fitting linear mixed-effects models using lme4, JSS 67(1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import warnings
+
+import numpy as np
+import pandas as pd
+
+# R's scale(): centred, divided by the sample standard deviation
+_R_SCALE = "rscale"
+
+
+def _r_scale(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    return (x - x.mean()) / x.std(ddof=1)
+
+
+_NAMESPACE = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt, "log1p": np.log1p, _R_SCALE: _r_scale}
+_DOUBLE_BAR = re.compile(r"\(([^()|]*)\|\|([^()|]*)\)")
+_GROUP_TERM = re.compile(r"\(([^()|]*)\|([^()|]*)\)")
+
+
+@dataclasses.dataclass(frozen=True)
+class FormulaTerms:
+    """Design of a one-grouping-factor mixed model, with brms' names.
+
+    Attributes:
+        formula: the formula as the user wrote it.
+        response: the response column name.
+        y: the response, one value per used row.
+        X: population-level design, shape (N, P), treatment-coded, R's column order.
+        fixed_names: brms names of X's columns (``Intercept``, ``Days``, ``fb``, ``x:fb``).
+        group: name of the grouping factor (None without group terms).
+        levels: the grouping factor's levels, sorted as R's ``factor()`` sorts them.
+        group_index: level index of each row, shape (N,).
+        Z: group-level design, shape (N, K) (the columns multiplying each group's effects).
+        group_names: brms names of Z's columns (``Intercept``, ``Days``).
+        blocks: indices of Z's columns per correlated block: one block per group term as
+            written (several terms of one factor are independent of each other, as in lme4),
+            one block per column for ``||``.
+        dropped_rows: rows dropped for missing values.
+    """
+
+    formula: str
+    response: str
+    y: np.ndarray
+    X: np.ndarray
+    fixed_names: tuple[str, ...]
+    group: str | None
+    levels: tuple[str, ...]
+    group_index: np.ndarray
+    Z: np.ndarray
+    group_names: tuple[str, ...]
+    blocks: tuple[tuple[int, ...], ...]
+    dropped_rows: int
+
+    @property
+    def correlated(self) -> bool:
+        return any(len(b) > 1 for b in self.blocks)
+
+
+def _brms_name(label: str) -> str:
+    """``formulae`` column label -> brms coefficient name: ``f[b]`` -> ``fb``, ``I(x ** 2)`` -> ``IxE2``."""
+    name = re.sub(r"([A-Za-z_.][\w.]*)\[([^\]]*)\]", r"\1\2", label)
+    name = name.replace(_R_SCALE + "(", "scale(")
+    if name.startswith("I(") or name.startswith("scale(") or name.startswith("log("):
+        # brms drops brackets and spaces and writes powers as E: I(x^2) -> IxE2, log(x) -> logx
+        name = name.replace(" ", "").replace("**", "E").replace("(", "").replace(")", "")
+    return name
+
+
+def _rewrite(formula: str) -> tuple[str, set[str]]:
+    """R spellings -> formulae's: ``||`` terms split, ``scale`` -> R's scale, ``^`` inside ``I()`` -> ``**``."""
+    uncorrelated: set[str] = set()
+
+    def split(m: re.Match) -> str:
+        expr, group = m.group(1).strip(), m.group(2).strip()
+        uncorrelated.add(group)
+        parts = [p.strip() for p in expr.split("+") if p.strip()]
+        has_intercept = not any(p in ("0", "-1") for p in parts) and "- 1" not in expr
+        terms = [f"(1 | {group})"] if has_intercept else []
+        terms += [f"(0 + {p} | {group})" for p in parts if p not in ("0", "1", "-1")]
+        return " + ".join(terms)
+
+    out = _DOUBLE_BAR.sub(split, formula)
+    out = re.sub(r"\bscale\(", _R_SCALE + "(", out)
+    out = re.sub(r"I\(([^()]*)\)", lambda m: "I(" + m.group(1).replace("^", "**") + ")", out)
+    return out, uncorrelated
+
+
+def _check_variables(formula: str, data: pd.DataFrame) -> None:
+    rhs = formula.split("~", 1)[1] if "~" in formula else formula
+    lhs = formula.split("~", 1)[0]
+    names = set(re.findall(r"[A-Za-z_.][\w.]*", lhs + " " + rhs)) - set(_NAMESPACE) - {"I", "scale", "C"}
+    missing = sorted(n for n in names if n not in data.columns)
+    if missing:
+        raise ValueError(f"formula {formula!r} uses {missing}, not column(s) of the data: {list(data.columns)}")
+
+
+def parse_terms(formula: str, data: pd.DataFrame) -> FormulaTerms:
+    """Design matrices of ``formula`` on ``data``, with brms' names.
+
+    Raises:
+        ValueError: no ``~``, a variable not in the data, crossed or nested group terms, a
+            grouping factor with one level, or no rows left after dropping missing values.
+
+    Example:
+        >>> df = pd.DataFrame({"y": [1.0, 2, 3, 4], "x": [0.0, 1, 0, 1], "g": ["a", "a", "b", "b"]})
+        >>> t = parse_terms("y ~ x + (x | g)", df)
+        >>> t.fixed_names, t.group, t.levels, t.group_names
+        (('Intercept', 'x'), 'g', ('a', 'b'), ('Intercept', 'x'))
+    """
+    import formulae
+
+    if not isinstance(formula, str) or "~" not in formula:
+        raise ValueError(f"a formula reads 'response ~ terms', such as 'y ~ x + (x | g)'; got {formula!r}")
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    if re.search(r"\|[^()|]*/", formula):
+        raise ValueError(f"nested group terms such as (1 | a/b) are not supported yet (formula {formula!r}); "
+                         "one grouping factor per model for now")
+    _check_variables(formula, data)
+    rewritten, uncorrelated = _rewrite(formula)
+    groups = {m.group(2).strip() for m in _GROUP_TERM.finditer(rewritten)}
+    if len(groups) > 1:
+        raise ValueError(f"crossed group terms of {sorted(groups)} are not supported yet (formula {formula!r}); "
+                         "one grouping factor per model for now")
+    used = sorted(set(re.findall(r"[A-Za-z_.][\w.]*", formula)) & set(data.columns))
+    complete = data[used].notna().all(axis=1)
+    dropped = int((~complete).sum())
+    if dropped:
+        warnings.warn(f"Rows containing NAs were excluded from the model: {dropped} of {len(data)}", UserWarning,
+                      stacklevel=2)
+    data = data.loc[complete].reset_index(drop=True)
+    if len(data) == 0:
+        raise ValueError("no rows left after dropping rows with missing values in the used columns")
+    dm = formulae.design_matrices(rewritten, data, na_action="error", extra_namespace=_NAMESPACE)
+    X = np.asarray(dm.common.design_matrix, dtype=float) if dm.common is not None else np.zeros((len(data), 0))
+    fixed = tuple(_brms_name(label) for term in dm.common.terms.values() for label in term.labels) \
+        if dm.common is not None else ()
+    y = np.asarray(dm.response.design_matrix, dtype=float).reshape(len(data), -1)
+    group = next(iter(groups)) if groups else None
+    Z_cols, names, blocks = [], [], []
+    levels: tuple[str, ...] = ()
+    index = np.zeros(len(data), dtype=np.int64)
+    if group is not None:
+        g = data[group]
+        levels = tuple(str(v) for v in sorted(pd.unique(g)))
+        if len(levels) < 2:
+            raise ValueError(f"grouping factor {group!r} has {len(levels)} level(s); group-level effects need "
+                             "at least two groups")
+        index = pd.Categorical(g.astype(str), categories=levels).codes.astype(np.int64)
+        # formulae splits (1 + x | g) into '1|g' and 'x|g'; terms written together form one block
+        written = [m.group(1) for m in _GROUP_TERM.finditer(rewritten)]
+        for expr in written:
+            block = []
+            parts = [p.strip() for p in expr.split("+")]
+            implicit = not any(p in ("0", "-1") for p in parts) and "1" not in parts
+            keys = (["1"] if "1" in parts or implicit else []) + [p for p in parts if p not in ("0", "1", "-1", "")]
+            for key in keys:
+                term = dm.group.terms[f"{key}|{group}"]
+                M = dm.group[f"{key}|{group}"]
+                M = M.toarray() if hasattr(M, "toarray") else np.asarray(M)
+                n_lev = len(term.groups)
+                cols = M.reshape(len(data), n_lev, -1).sum(axis=1)
+                labels = [lab.split("|")[0] for lab in term.labels[: cols.shape[1]]]
+                for j, lab in enumerate(labels):
+                    block.append(len(names))
+                    names.append("Intercept" if lab == "1" else _brms_name(lab))
+                    Z_cols.append(cols[:, j])
+            if block:
+                blocks.append(tuple(block))
+        if len(set(names)) != len(names):
+            raise ValueError(f"group terms of {group!r} name the same effect twice: {names}")
+        if group in uncorrelated:
+            blocks = [(k,) for b in blocks for k in b]
+    Z = np.stack(Z_cols, axis=1) if Z_cols else np.zeros((len(data), 0))
+    return FormulaTerms(formula=formula, response=dm.response.name, y=y[:, 0] if y.shape[1] == 1 else y, X=X,
+                        fixed_names=fixed, group=group, levels=levels, group_index=index, Z=Z,
+                        group_names=tuple(names), blocks=tuple(blocks), dropped_rows=dropped)
