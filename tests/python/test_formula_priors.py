@@ -69,3 +69,25 @@ def test_user_priors_replace_defaults_by_class_or_coefficient():
         combine_priors([prior("normal(0, 5)", coef="Dayz")], defaults, terms)
     with pytest.raises(ValueError, match="class 'nu', but the model has no such parameter"):
         combine_priors([prior("gamma(2, 0.1)", class_="nu")], defaults, terms)
+
+
+@pytest.mark.parametrize("spec, class_", [
+    ("normal(1, 2)", "b"), ("student_t(3, 288.7, 59.3)", "Intercept"), ("student_t(3, 0, 2.5)", "sd"),
+    ("normal(5, 2)", "sigma"), ("cauchy(0, 1)", "sd"), ("exponential(2)", "sigma"), ("gamma(2, 0.1)", "nu"),
+])
+def test_prior_draws_and_density_are_the_truncated_distribution(spec, class_):
+    import torch
+    from scipy import stats
+
+    p = prior(spec, class_=class_)
+    draws = p.sample(20_000, torch.Generator().manual_seed(3)).numpy()
+    d = p._scipy()
+    lo = p.lower if p.lower is not None else -np.inf
+    truncated_cdf = (lambda v: (d.cdf(v) - d.cdf(lo)) / d.sf(lo)) if p.lower is not None else d.cdf
+    assert draws.min() > lo
+    assert stats.kstest(draws, truncated_cdf).pvalue > 0.001
+    x = torch.tensor(np.quantile(draws, [0.1, 0.5, 0.9]), dtype=torch.float64)
+    np.testing.assert_allclose(p.log_prob(x).numpy(), d.logpdf(x.numpy()) - (d.logsf(lo) if p.lower is not None else 0),
+                               rtol=1e-8)
+    if p.lower is not None:
+        assert p.log_prob(torch.tensor([p.lower - 0.5], dtype=torch.float64)).item() == -np.inf

@@ -24,10 +24,13 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 
 import numpy as np
 import pandas as pd
+import torch
+from scipy import stats
 
 # distribution name -> number of arguments (brms/Stan spellings)
 DISTRIBUTIONS = {"normal": 2, "student_t": 3, "cauchy": 2, "exponential": 1, "gamma": 2, "lkj": 1,
@@ -78,6 +81,54 @@ class Prior:
     def stan(self) -> str:
         """The Stan spelling, e.g. ``student_t(3, 0, 2.5)``."""
         return f"{self.dist}({', '.join(f'{a:g}' for a in self.args)})"
+
+    @property
+    def lower(self) -> float | None:
+        """brms' lower bound of the class: 0 for ``sd``, ``sigma`` and ``shape``, 1 for ``nu``, else None."""
+        return {"sd": 0.0, "sigma": 0.0, "shape": 0.0, "nu": 1.0}.get(self.class_)
+
+    def _scipy(self):
+        a = self.args
+        if self.dist == "normal":
+            return stats.norm(a[0], a[1])
+        if self.dist == "student_t":
+            return stats.t(a[0], a[1], a[2])
+        if self.dist == "cauchy":
+            return stats.cauchy(a[0], a[1])
+        if self.dist == "exponential":
+            return stats.expon(scale=1 / a[0])
+        if self.dist == "gamma":
+            return stats.gamma(a[0], scale=1 / a[1])
+        raise ValueError(f"{self.stan()} is a prior on a correlation matrix, not on a scalar parameter")
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` draws (float64), truncated below at :attr:`lower` as brms truncates the class.
+
+        By the inverse CDF of uniforms on ``[F(lower), 1)``, so a bound far in a tail costs nothing.
+        """
+        from amortbayes.simulation import numpy_rng
+
+        d = self._scipy()
+        lo = d.cdf(self.lower) if self.lower is not None else 0.0
+        u = numpy_rng(generator).uniform(lo, 1.0, n)
+        return torch.from_numpy(np.asarray(d.ppf(np.clip(u, 1e-300, 1 - 1e-16)), dtype=np.float64))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized log density of the (truncated) prior at ``x``; ``-inf`` below the bound."""
+        a = [torch.tensor(v, dtype=x.dtype) for v in self.args]
+        dist = torch.distributions
+        base = {"normal": lambda: dist.Normal(a[0], a[1]), "student_t": lambda: dist.StudentT(a[0], a[1], a[2]),
+                "cauchy": lambda: dist.Cauchy(a[0], a[1]), "exponential": lambda: dist.Exponential(a[0]),
+                "gamma": lambda: dist.Gamma(a[0], a[1])}
+        if self.dist not in base:
+            raise ValueError(f"{self.stan()} is a prior on a correlation matrix, not on a scalar parameter")
+        d = base[self.dist]()
+        inside = torch.ones_like(x, dtype=torch.bool) if self.lower is None else x > self.lower
+        safe = torch.where(inside, x, torch.full_like(x, (self.lower or 0.0) + 1.0))
+        lp = d.log_prob(safe)
+        if self.lower is not None:
+            lp = lp - float(self._scipy().logsf(self.lower))
+        return torch.where(inside, lp, torch.full_like(lp, -math.inf))
 
 
 def prior(spec: str, class_: str = "b", coef: str = "", group: str = "") -> Prior:
