@@ -1,0 +1,247 @@
+"""Formula -> a two-level simulator of that design: a :class:`~amortbayes.simulation.MultilevelModel` like any other.
+
+For a formula ``y ~ X b + (Z | g)`` with family ``f`` (brms' parameterization):
+
+    Intercept ~ prior (the intercept of centred predictors),  b_k ~ prior,
+    b_Intercept = Intercept - sum_k b_k mean(X_k)
+    sd_g__k ~ prior (half, lower bound 0),  Omega ~ LKJ(eta) per correlated block
+    r_j ~ MVN(0, diag(sd) Omega diag(sd)),  j = 1..J
+    y_ji ~ f(X_ji b + Z_ji r_j, sigma / nu / shape)
+
+Global parameters are named as ``brms::as_draws_df`` names them (``b_Intercept``, ``b_Days``,
+``sd_Subject__Intercept``, ``cor_Subject__Intercept__Days``, ``sigma``); local ones are
+``r_Subject[.,Intercept]`` per group.  A data set's rows are ``[X, Z, y]`` (and ``trials``
+for binomial), so covariates travel with the data.  Designs are drawn like the user's: each
+simulated group takes the rows of one of the user's groups in random order (without
+replacement up to that group's size, cyclically beyond it; the group size is the one the
+simulation contract draws), so the amortizer is trained on data sets like
+the observed one and its perturbations (other groups, subsets, bootstraps).
+
+References:
+    Lewandowski, Kurowicka & Joe (2009), Generating random correlation matrices based on
+    vines and extended onion method, J. Multivariate Analysis 100 (the LKJ density).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import scipy.special as sp
+import torch
+
+from amortbayes.formula.families import Family, get_family
+from amortbayes.formula.priors import Prior, combine_priors, default_priors
+from amortbayes.formula.terms import FormulaTerms
+from amortbayes.simulation import MultilevelModel
+
+
+def lkj_log_normalizer(m: int, eta: float) -> float:
+    """``log c(m, eta)`` of the LKJ density ``det(Omega)^(eta - 1) / c`` over an m x m correlation matrix's entries.
+
+    Example:
+        >>> round(math.exp(lkj_log_normalizer(3, 1.0)), 6) == round(math.pi**2 / 2, 6)  # the elliptope's volume
+        True
+    """
+    out = 0.0
+    for k in range(1, m):
+        out += (2 * eta - 2 + m - k) * (m - k) * math.log(2.0)
+        a = eta + (m - k - 1) / 2
+        out += (m - k) * float(sp.betaln(a, a))
+    return out
+
+
+class FormulaModel(MultilevelModel):
+    """The two-level model of a parsed formula, family and priors (see the module docstring).
+
+    Args:
+        terms: the parsed formula (:func:`~amortbayes.formula.parse_terms`).
+        family: a family name or object.
+        priors: the user's prior statements (the rest are brms' data-scaled defaults).
+        n_groups: range of J in training (default: half to one and a half times the observed J).
+        n_obs: range of N_j in training (default: the observed smallest to largest group).
+    """
+
+    name = "formula"
+
+    def __init__(self, terms: FormulaTerms, family: str | Family = "gaussian", priors: list[Prior] | None = None,
+                 n_groups: tuple[int, int] | None = None, n_obs: tuple[int, int] | None = None):
+        if terms.group is None:
+            raise ValueError("FormulaModel needs a group term such as (1 | g); formulas without one are single-level")
+        self.terms = terms
+        self.family = get_family(family)
+        if self.family.name == "binomial":
+            raise ValueError("family 'binomial' (successes | trials(n)) is not built into formula models yet")
+        self.family.check_response(terms.y, None)
+        self.priors = combine_priors(priors, default_priors(terms, self.family.link), terms)
+        P, K = len(terms.fixed_names), len(terms.group_names)
+        self.P, self.K = P, K
+        g = terms.group
+        self.blocks = [b for b in terms.blocks]
+        self.cor_pairs = [(b[i], b[k]) for b in self.blocks for i in range(len(b)) for k in range(i + 1, len(b))]
+        names = [f"b_{n}" for n in terms.fixed_names] + [f"sd_{g}__{n}" for n in terms.group_names]
+        names += [f"cor_{g}__{terms.group_names[i]}__{terms.group_names[k]}" for i, k in self.cor_pairs]
+        names += list(self.family.dpars)
+        self.parameter_names = tuple(names)
+        self.parameter_support = (("real",) * P + ("positive",) * K + ("correlation",) * len(self.cor_pairs)
+                                  + self.family.dpar_support)
+        self.local_parameter_names = tuple(f"r_{g}[.,{n}]" for n in terms.group_names)
+        self.local_parameter_support = ("real",) * K
+        self.data_names = tuple(f"X:{n}" for n in terms.fixed_names) + tuple(f"Z:{n}" for n in terms.group_names) \
+            + (terms.response,)
+        self.gaussian_local_posterior = self.family.name == "gaussian"
+        # the user's groups as padded design rows, resampled by simulate_data
+        rows = np.column_stack([terms.X, terms.Z])
+        sizes = np.bincount(terms.group_index, minlength=len(terms.levels))
+        self._user_sizes = torch.as_tensor(sizes, dtype=torch.long)
+        design = np.zeros((len(sizes), int(sizes.max()), rows.shape[1]), dtype=np.float32)
+        for j in range(len(sizes)):
+            design[j, : sizes[j]] = rows[terms.group_index == j]
+        self._user_design = torch.from_numpy(design)
+        J = len(sizes)
+        self.n_groups = n_groups or (max(2, J // 2), max(2, J + J // 2))
+        self.n_obs = n_obs or (int(sizes.min()), int(sizes.max()))
+        self._xbar = torch.as_tensor(terms.X.mean(0), dtype=torch.float64)
+        self._intercept = terms.fixed_names.index("Intercept") if "Intercept" in terms.fixed_names else None
+        self._prior_of = self._assign_priors()
+
+    def _assign_priors(self) -> list[Prior]:
+        """One prior per scalar global (b, sd, dpars), most specific statement first; cor gets its lkj."""
+        def find(class_: str, coef: str = "") -> Prior:
+            specific = [p for p in self.priors if p.class_ == class_ and p.coef == coef]
+            general = [p for p in self.priors if p.class_ == class_ and p.coef == ""]
+            return (specific or general)[0]
+
+        out = []
+        for n in self.terms.fixed_names:
+            out.append(find("Intercept") if n == "Intercept" else find("b", n))
+        out += [find("sd", n) for n in self.terms.group_names]
+        out += [find(d) for d in self.family.dpars]
+        return out
+
+    @property
+    def lkj_eta(self) -> float:
+        cor = [p for p in self.priors if p.class_ == "cor"]
+        return cor[0].args[0] if cor else 1.0
+
+    def config(self) -> dict[str, Any]:
+        return {"formula": self.terms.formula, "family": self.family.name,
+                "priors": [{"prior": p.stan(), "class": p.class_, "coef": p.coef, "group": p.group} for p in self.priors],
+                "n_groups": list(self.n_groups), "n_obs": list(self.n_obs)}
+
+    # -- globals -----------------------------------------------------------------------------------------------
+    def _scalar_columns(self) -> list[int]:
+        P, K, C = self.P, self.K, len(self.cor_pairs)
+        return list(range(P + K)) + list(range(P + K + C, P + K + C + len(self.family.dpars)))
+
+    def sample_global(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        P, K, C = self.P, self.K, len(self.cor_pairs)
+        out = torch.zeros(n, len(self.parameter_names), dtype=torch.float64)
+        for col, p in zip(self._scalar_columns(), self._prior_of):
+            out[:, col] = p.sample(n, generator)
+        if self._intercept is not None:  # the prior is on the intercept of centred predictors
+            out[:, self._intercept] -= out[:, :P] @ self._xbar - out[:, self._intercept] * self._xbar[self._intercept]
+        if C:
+            out[:, P + K: P + K + C] = self._sample_cor(n, generator)
+        return out
+
+    def _sample_cor(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else None
+        cols = []
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for b in self.blocks:
+                if len(b) < 2:
+                    continue
+                L = torch.distributions.LKJCholesky(len(b), self.lkj_eta).sample((n,)).double()
+                omega = L @ L.transpose(-1, -2)
+                cols += [omega[:, i, k] for i in range(len(b)) for k in range(i + 1, len(b))]
+        return torch.stack(cols, -1)
+
+    def _omega(self, theta_global: torch.Tensor) -> torch.Tensor:
+        P, K = self.P, self.K
+        omega = torch.eye(K, dtype=theta_global.dtype).expand(*theta_global.shape[:-1], K, K).clone()
+        for c, (i, k) in enumerate(self.cor_pairs):
+            omega[..., i, k] = omega[..., k, i] = theta_global[..., P + K + c]
+        return omega
+
+    def global_log_prior(self, theta_global: torch.Tensor) -> torch.Tensor:
+        t = theta_global
+        P = self.P
+        if self._intercept is not None:  # back to the centred intercept (a shear: Jacobian 1)
+            t = t.clone()
+            t[..., self._intercept] = theta_global[..., :P] @ self._xbar.to(t.dtype) \
+                - theta_global[..., self._intercept] * self._xbar[self._intercept] + theta_global[..., self._intercept]
+        lp = sum(p.log_prob(t[..., col]) for col, p in zip(self._scalar_columns(), self._prior_of))
+        if self.cor_pairs:
+            omega = self._omega(theta_global)
+            for b in self.blocks:
+                if len(b) < 2:
+                    continue
+                sub = omega[..., list(b), :][..., list(b)]
+                logdet = torch.linalg.slogdet(sub)
+                lp = lp + torch.where(logdet[0] > 0, (self.lkj_eta - 1) * logdet[1], torch.full_like(logdet[1], -math.inf)) \
+                    - lkj_log_normalizer(len(b), self.lkj_eta)
+        return lp
+
+    # -- group effects ------------------------------------------------------------------------------------------
+    def _scale_tril(self, theta_global: torch.Tensor) -> torch.Tensor:
+        P, K = self.P, self.K
+        sd = theta_global[..., P: P + K]
+        cov = sd[..., :, None] * self._omega(theta_global) * sd[..., None, :]
+        return torch.linalg.cholesky(cov + 1e-12 * torch.eye(K, dtype=cov.dtype))
+
+    def sample_local(self, theta_global, n_groups, generator=None) -> torch.Tensor:
+        z = torch.randn(*theta_global.shape[:-1], n_groups, self.K, generator=generator, dtype=theta_global.dtype)
+        return torch.einsum("...ab,...jb->...ja", self._scale_tril(theta_global), z)
+
+    def local_log_prior(self, theta_global, theta_local) -> torch.Tensor:
+        L = self._scale_tril(theta_global)[..., None, :, :]
+        z = torch.linalg.solve_triangular(L, theta_local[..., None], upper=False)[..., 0]
+        logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+        return -0.5 * (z * z).sum(-1) - logdet - 0.5 * self.K * math.log(2 * math.pi)
+
+    # -- data ---------------------------------------------------------------------------------------------------
+    def _eta(self, theta_global, theta_local, x):
+        P, K = self.P, self.K
+        b = theta_global[..., None, None, :P]
+        return (x[..., :P] * b).sum(-1) + (x[..., P: P + K] * theta_local[..., :, None, :]).sum(-1)
+
+    def _dpars(self, theta_global) -> dict[str, torch.Tensor]:
+        start = self.P + self.K + len(self.cor_pairs)
+        return {d: theta_global[..., None, None, start + i] for i, d in enumerate(self.family.dpars)}
+
+    def simulate_data(self, theta_global, theta_local, n_obs, generator=None, sizes=None) -> torch.Tensor:
+        b, j = theta_local.shape[:2]
+        user = torch.randint(0, len(self._user_sizes), (b, j), generator=generator)
+        n_user = self._user_sizes[user]  # (b, j)
+        # a random order of the group's own rows (padding last), taken cyclically: without
+        # replacement up to the group's size, so a simulated group of the user's size holds
+        # exactly that group's rows (sleepstudy's Days 0..9 in every group stay so)
+        n_max = self._user_design.shape[1]
+        keys = torch.rand(b, j, n_max, generator=generator)
+        keys = torch.where(torch.arange(n_max) < n_user[..., None], keys, torch.full_like(keys, 2.0))
+        order = keys.argsort(-1)
+        pick = order.gather(-1, torch.arange(n_obs).expand(b, j, n_obs) % n_user[..., None])
+        rows = self._user_design[user[..., None], pick]  # (b, j, n_obs, P + K)
+        eta = self._eta(theta_global.double(), theta_local.double(), rows.double())
+        y = self.family.simulate(eta, self._dpars(theta_global.double()), generator)
+        return torch.cat([rows, y.float()[..., None]], -1)
+
+    def log_likelihood(self, theta_global, theta_local, x, mask) -> torch.Tensor:
+        eta = self._eta(theta_global, theta_local, x.to(theta_global.dtype))
+        y = x[..., -1].to(theta_global.dtype)
+        ll = self.family.log_lik(torch.where(mask > 0, y, self._safe_y(y)), eta, self._dpars(theta_global))
+        return (ll * mask).sum(-1)
+
+    def _safe_y(self, y: torch.Tensor) -> torch.Tensor:
+        """A response value inside every family's support, for padded rows (masked out after)."""
+        return torch.ones_like(y) if self.family.name in ("lognormal", "bernoulli") else torch.zeros_like(y)
+
+    def observed(self) -> list[np.ndarray]:
+        """The user's data as one ``(N_j, F)`` array per group, in :attr:`terms.levels` order (rows ``[X, Z, y]``)."""
+        t = self.terms
+        rows = np.column_stack([t.X, t.Z, t.y]).astype(np.float32)
+        return [rows[t.group_index == j] for j in range(len(t.levels))]

@@ -1,0 +1,107 @@
+"""A formula-built two-level model: brms' parameter names, its priors and likelihood against scipy, designs like the user's."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+pytest.importorskip("formulae")
+
+from amortbayes.data import load_sleepstudy  # noqa: E402
+from amortbayes.formula import parse_terms, prior  # noqa: E402
+from amortbayes.formula.model import FormulaModel, lkj_log_normalizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    return FormulaModel(parse_terms("Reaction ~ Days + (Days | Subject)", load_sleepstudy()))
+
+
+def test_parameters_are_named_as_brms_names_them(model):
+    assert model.parameter_names == ("b_Intercept", "b_Days", "sd_Subject__Intercept", "sd_Subject__Days",
+                                     "cor_Subject__Intercept__Days", "sigma")
+    assert model.local_parameter_names == ("r_Subject[.,Intercept]", "r_Subject[.,Days]")
+    assert model.n_groups == (9, 27) and model.n_obs == (10, 10)
+
+
+def test_the_intercept_prior_is_on_centred_predictors(model):
+    theta = model.sample_global(20_000, torch.Generator().manual_seed(0)).numpy()
+    centred = theta[:, 0] + theta[:, 1] * 4.5  # mean(Days) = 4.5
+    assert stats.kstest(centred, stats.t(3, 288.7, 59.3).cdf).pvalue > 0.001
+    assert stats.kstest(theta[:, 4], stats.uniform(-1, 2).cdf).pvalue > 0.001  # lkj(1) on a 2 x 2 matrix
+    assert (theta[:, [2, 3, 5]] > 0).all()
+
+
+def test_global_log_prior_is_the_sum_of_the_stated_priors(model):
+    theta = model.sample_global(5, torch.Generator().manual_seed(1))
+    b0, b1, sd0, sd1, cor, sigma = theta.T.numpy()
+    t3 = stats.t(3, 0, 59.3)
+    expected = (stats.t(3, 288.7, 59.3).logpdf(b0 + 4.5 * b1) + stats.norm(0, model._prior_of[1].args[1]).logpdf(b1)
+                + t3.logpdf(sd0) + t3.logpdf(sd1) + t3.logpdf(sigma) + 3 * math.log(2) - math.log(2))
+    np.testing.assert_allclose(model.global_log_prior(theta).numpy(), expected, rtol=1e-8)
+
+
+def test_user_priors_change_the_model():
+    m = FormulaModel(parse_terms("Reaction ~ Days + (Days | Subject)", load_sleepstudy()),
+                     priors=[prior("normal(10, 1)", coef="Days"), prior("lkj(2)", class_="cor")])
+    theta = m.sample_global(20_000, torch.Generator().manual_seed(2)).numpy()
+    assert abs(theta[:, 1].mean() - 10) < 0.05 and abs(theta[:, 1].std() - 1) < 0.03
+    assert stats.kstest((theta[:, 4] + 1) / 2, stats.beta(2, 2).cdf).pvalue > 0.001
+
+
+def test_local_prior_and_likelihood_match_scipy(model):
+    theta = model.sample_global(3, torch.Generator().manual_seed(4))
+    r = model.sample_local(theta, 18, torch.Generator().manual_seed(5))
+    for k in range(3):
+        sd, cor = theta[k, 2:4].numpy(), theta[k, 4].item()
+        cov = np.diag(sd) @ np.array([[1, cor], [cor, 1]]) @ np.diag(sd)
+        np.testing.assert_allclose(model.local_log_prior(theta[k], r[k]).numpy(),
+                                   stats.multivariate_normal(np.zeros(2), cov).logpdf(r[k].numpy()), rtol=1e-6)
+    groups = model.observed()
+    x = torch.as_tensor(np.stack(groups), dtype=torch.float64)
+    ll = model.log_likelihood(theta[0], r[0], x, torch.ones(x.shape[:2], dtype=torch.float64))
+    df = load_sleepstudy()
+    days = np.stack([g[:, 1] for g in groups])
+    mean = theta[0, 0].item() + r[0, :, :1].numpy() + (theta[0, 1].item() + r[0, :, 1:].numpy()) * days
+    expected = stats.norm(mean, theta[0, 5].item()).logpdf(np.stack([g[:, -1] for g in groups])).sum(1)
+    np.testing.assert_allclose(ll.numpy(), expected, rtol=1e-6)
+    assert np.isclose(np.stack(groups)[..., -1].sum(), df.Reaction.sum(), rtol=1e-6)
+
+
+def test_simulated_designs_resample_the_users_rows(model):
+    batch = model.simulate(16, torch.Generator().manual_seed(6))
+    x, mask = batch["x"], batch["mask"]
+    assert x.shape[-1] == 5  # [X: 1, Days | Z: 1, Days | Reaction]
+    assert batch["theta_global"].shape == (16, 6) and batch["theta_local"].shape[-1] == 2
+    rows = x[mask > 0]
+    np.testing.assert_allclose(rows[:, [0, 2]].numpy(), 1.0)  # the intercept columns
+    np.testing.assert_allclose(rows[:, 1], rows[:, 3])  # Days in X and in Z
+    assert set(np.unique(rows[:, 1].numpy())) <= set(range(10))
+    assert 9 <= batch["group_mask"].sum(1).min() and batch["group_mask"].sum(1).max() <= 27
+
+
+def test_lkj_normalizer_of_a_2x2_matrix_is_the_scaled_beta():
+    for eta in (0.5, 1.0, 2.0, 4.0):
+        # r = 2u - 1, u ~ Beta(eta, eta): density (1 - r^2)^(eta - 1) / (2^(2 eta - 1) B(eta, eta))
+        assert lkj_log_normalizer(2, eta) == pytest.approx((2 * eta - 1) * math.log(2) + math.log(
+            math.gamma(eta) ** 2 / math.gamma(2 * eta)))
+
+
+def test_formulas_without_groups_or_with_binomial_are_refused_for_now():
+    df = load_sleepstudy()
+    with pytest.raises(ValueError, match="needs a group term"):
+        FormulaModel(parse_terms("Reaction ~ Days", df))
+    with pytest.raises(ValueError, match="family 'poisson' needs non-negative integer counts"):
+        FormulaModel(parse_terms("Reaction ~ Days + (1 | Subject)", df.assign(Reaction=df.Reaction + 0.5)),
+                     family="poisson")
+
+
+def test_a_simulated_group_of_the_users_size_holds_one_users_group_rows(model):
+    # sleepstudy: every subject has Days 0..9 once; so must every simulated group of 10 rows
+    batch = model.simulate(8, torch.Generator().manual_seed(7))
+    days = batch["x"][..., 1][batch["group_mask"] > 0]  # (groups, 10)
+    np.testing.assert_array_equal(np.sort(days.numpy(), axis=-1), np.tile(np.arange(10.0), (days.shape[0], 1)))
