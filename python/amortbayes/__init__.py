@@ -8,12 +8,14 @@ from amortbayes.amortizers import (
     PosteriorSettings,
     summarize_draws,
 )
+from amortbayes.formula import AmortizedFit, amortize, prior
 from amortbayes.io import load, save
 from amortbayes.networks import FlowSettings
 from amortbayes.simulation import Batch, FlatModel, ModelInfo, MultilevelModel, Simulator
 from amortbayes.train import OverfittingWarning, TrainingDiverged, TrainSettings, fit
 
 __all__ = [
+    "AmortizedFit",
     "Batch",
     "FlatModel",
     "FlowSettings",
@@ -28,8 +30,10 @@ __all__ = [
     "TrainSettings",
     "TrainingDiverged",
     "__version__",
+    "amortize",
     "fit",
     "load",
+    "prior",
     "save",
     "summarize_draws",
 ]

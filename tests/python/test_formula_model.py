@@ -105,3 +105,15 @@ def test_a_simulated_group_of_the_users_size_holds_one_users_group_rows(model):
     batch = model.simulate(8, torch.Generator().manual_seed(7))
     days = batch["x"][..., 1][batch["group_mask"] > 0]  # (groups, 10)
     np.testing.assert_array_equal(np.sort(days.numpy(), axis=-1), np.tile(np.arange(10.0), (days.shape[0], 1)))
+
+
+def test_a_design_column_constant_in_training_does_not_flag_its_own_value():
+    from amortbayes.networks.standardize import DataRange
+
+    r = DataRange(("x", "y"))
+    x = torch.randn(50, 10, 2)
+    x[..., 0] = torch.linspace(0, 9, 10) / 3.1  # the same design in every simulation (float32 rounding)
+    r.fit(x, torch.ones(50, 10))
+    observed = x[:1].double() * (1 + 1e-7)
+    assert r.outside(observed.float(), torch.ones(1, 10)) == []
+    assert r.outside(x[:1] * torch.tensor([1.01, 1.0]), torch.ones(1, 10))  # a 1 % different design is flagged

@@ -1,8 +1,9 @@
-"""brms-like formulas: formula + data -> design matrices with brms' names, response families and proper priors."""
+"""brms-like formulas: formula + data -> design matrices with brms' names, families, proper priors, a model, a fit."""
 
+from amortbayes.formula.fit import AmortizedFit, amortize
 from amortbayes.formula.families import FAMILIES, Family, get_family
 from amortbayes.formula.priors import Prior, combine_priors, default_priors, prior, prior_table
 from amortbayes.formula.terms import FormulaTerms, parse_terms
 
-__all__ = ["FAMILIES", "Family", "FormulaTerms", "Prior", "combine_priors", "default_priors", "get_family",
-           "parse_terms", "prior", "prior_table"]
+__all__ = ["AmortizedFit", "FAMILIES", "Family", "FormulaTerms", "Prior", "amortize", "combine_priors",
+           "default_priors", "get_family", "parse_terms", "prior", "prior_table"]

@@ -28,6 +28,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.special as sp
 import torch
 
@@ -239,6 +240,13 @@ class FormulaModel(MultilevelModel):
     def _safe_y(self, y: torch.Tensor) -> torch.Tensor:
         """A response value inside every family's support, for padded rows (masked out after)."""
         return torch.ones_like(y) if self.family.name in ("lognormal", "bernoulli") else torch.zeros_like(y)
+
+    def observed_frame(self) -> pd.DataFrame:
+        """The user's data as the long frame ``prepare_multilevel`` reads: columns :attr:`data_names` and the group."""
+        t = self.terms
+        frame = pd.DataFrame(np.column_stack([t.X, t.Z, t.y]), columns=list(self.data_names))
+        frame[t.group] = pd.Categorical(np.asarray(t.levels)[t.group_index], categories=list(t.levels))
+        return frame
 
     def observed(self) -> list[np.ndarray]:
         """The user's data as one ``(N_j, F)`` array per group, in :attr:`terms.levels` order (rows ``[X, Z, y]``)."""

@@ -368,7 +368,9 @@ class DataRange(nn.Module):
             return []
         stats = self.statistics(x, mask).cpu()
         low, high = self.low.double().cpu(), self.high.double().cpu()
-        pad = self.margin * (high - low)
+        # a relative floor: a statistic that is constant in training (a design column the
+        # simulator copies from the data) is stored in float32 and must not flag its own value
+        pad = self.margin * (high - low) + 1e-4 * torch.maximum(low.abs(), high.abs())
         bad = (stats < low - pad) | (stats > high + pad)
         return [(b, k, float(stats[b, k])) for b, k in bad.nonzero().tolist()]
 

@@ -1,0 +1,134 @@
+"""``amortize(formula, data, family, prior)``: parse, build the model, train with the one ``fit()``, draw; the result object.
+
+``amortize`` only chains the stages (:func:`~amortbayes.formula.parse_terms`,
+:class:`~amortbayes.formula.model.FormulaModel`, ``MultilevelAmortizer`` + ``fit()``,
+``importance_draws``); :class:`AmortizedFit` reads its draws in brms' layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from amortbayes.formula.model import FormulaModel
+from amortbayes.formula.priors import Prior
+from amortbayes.formula.terms import parse_terms
+
+# online training steps (batch 32) of a formula amortizer when budget= is not given
+DEFAULT_STEPS = 6_000
+
+
+@dataclasses.dataclass
+class AmortizedFit:
+    """A trained formula amortizer with its data and posterior draws (brms' names and layouts).
+
+    Attributes:
+        model: the :class:`FormulaModel`.
+        amortizer: the trained ``MultilevelAmortizer``.
+        data: the data frame (rows used by the model).
+        method: ``"importance"`` (importance-corrected to the exact posterior) or ``"amortized"``.
+        posterior: the draws (``MultilevelDraws``).
+        history: the training history from ``fit()``.
+    """
+
+    model: FormulaModel
+    amortizer: Any
+    data: pd.DataFrame
+    method: str
+    posterior: Any
+    history: pd.DataFrame | None = None
+
+    def draws(self) -> pd.DataFrame:
+        """Wide draws with ``brms::as_draws_df``'s column names (``r_Subject[308,Intercept]``)."""
+        frame = self.posterior.to_frame(0)
+        pattern = re.compile(r"^(r_[^\[]+)\[\.,([^\]]+)\]\[([^\]]+)\]$")
+        return frame.rename(columns=lambda c: pattern.sub(lambda m: f"{m[1]}[{m[3]},{m[2]}]", c))
+
+    def fixef(self) -> pd.DataFrame:
+        """Population-level effects: Estimate, Est.Error, Q2.5, Q97.5 per coefficient (brms' ``fixef``)."""
+        d = self.draws()
+        cols = [f"b_{n}" for n in self.model.terms.fixed_names]
+        return _summarize(d[cols]).rename(index=lambda c: c[2:], columns={"l-95% CI": "Q2.5", "u-95% CI": "Q97.5"})
+
+    def summary(self) -> dict[str, pd.DataFrame]:
+        """brms' summary blocks: ``population`` (b_), ``group`` (sd_, cor_) and ``family`` (sigma, nu, shape)."""
+        d = self.draws()
+        names = list(self.model.parameter_names)
+        blocks = {"population": [n for n in names if n.startswith("b_")],
+                  "group": [n for n in names if n.startswith(("sd_", "cor_"))],
+                  "family": list(self.model.family.dpars)}
+        out = {}
+        for key, cols in blocks.items():
+            if not cols:
+                continue
+            table = _summarize(d[cols])
+            if key == "population":
+                table.index = [c[2:] for c in table.index]
+            elif key == "group":
+                g = self.model.terms.group
+                table.index = [re.sub(rf"^(sd|cor)_{re.escape(g)}__(.*)$",
+                                      lambda m: f"{m[1]}({m[2].replace('__', ',')})", c) for c in table.index]
+            out[key] = table
+        diag = self.posterior.diagnostics or {}
+        if diag:
+            out["weights"] = pd.DataFrame({"pareto_k": [diag.get("pareto_k")], "ess": [diag.get("ess")]})
+        return out
+
+    def __repr__(self) -> str:
+        t = self.model.terms
+        lines = [f" Family: {self.model.family.name}", f"Formula: {t.formula}",
+                 f"   Data: {len(t.y)} rows, {len(t.levels)} levels of {t.group}", f"  Draws: {self.method}"]
+        for key, table in self.summary().items():
+            lines += ["", {"population": "Population-Level Effects:", "group": f"Group-Level Effects:\n~{t.group}",
+                           "family": "Family Specific Parameters:", "weights": "Importance weights:"}[key],
+                      table.round(2).to_string()]
+        return "\n".join(lines)
+
+
+def _summarize(d: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"Estimate": d.mean(), "Est.Error": d.std(ddof=1), "l-95% CI": d.quantile(0.025),
+                         "u-95% CI": d.quantile(0.975)})
+
+
+def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: list[Prior] | None = None, *,
+             budget: int | None = None, method: str = "importance", draws: int = 4000, device: str = "cpu",
+             seed: int = 0, progress: bool = True) -> AmortizedFit:
+    """Build, train and apply an amortized multilevel model of ``formula`` on ``data``.
+
+    Args:
+        formula: lme4/brms syntax with one grouping factor, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
+        data: the data frame.
+        family: ``gaussian``, ``student``, ``lognormal``, ``bernoulli``, ``poisson`` or ``negbinomial``.
+        prior: ``amortbayes.formula.prior(...)`` statements (the rest are data-scaled defaults).
+        budget: online training steps of batch 32 (default :data:`DEFAULT_STEPS`).
+        method: ``"importance"`` (draws corrected to the exact posterior, Pareto k reported)
+            or ``"amortized"`` (the network's draws).
+        draws: number of posterior draws.
+
+    Raises:
+        ValueError: see :func:`parse_terms`, the family's response checks and :func:`prior`.
+    """
+    from amortbayes.amortizers.multilevel import MultilevelAmortizer, default_settings
+    from amortbayes.train import TrainSettings, fit
+
+    if method not in ("importance", "amortized"):
+        raise ValueError(f"method must be 'importance' or 'amortized', got {method!r}")
+    steps = DEFAULT_STEPS if budget is None else int(budget)
+    if steps < 1:
+        raise ValueError(f"budget is a number of training steps >= 1, got {budget!r}")
+    terms = parse_terms(formula, data)
+    model = FormulaModel(terms, family, prior)
+    amortizer = MultilevelAmortizer(model, default_settings(model))
+    per_epoch = min(steps, 500)
+    settings = TrainSettings(epochs=max(1, steps // per_epoch), iterations_per_epoch=per_epoch, batch_size=32)
+    history = fit(amortizer, model, settings=settings, device=device, seed=seed, progress=progress)
+    observed = model.observed_frame()
+    if method == "importance":
+        posterior = amortizer.importance_draws(observed, model, n=draws, seed=seed, group=terms.group)
+    else:
+        posterior = amortizer.sample_draws(observed, n=draws, seed=seed, group=terms.group)
+    return AmortizedFit(model, amortizer, data, method, posterior, history)

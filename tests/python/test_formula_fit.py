@@ -1,0 +1,49 @@
+"""amortize(): formula to trained amortizer to draws in brms' names and layouts (a tiny budget: structure, not accuracy)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("formulae")
+
+from amortbayes.data import load_sleepstudy  # noqa: E402
+from amortbayes.formula.fit import amortize  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return amortize("Reaction ~ Days + (Days | Subject)", load_sleepstudy(), budget=60, method="amortized",
+                    draws=200, progress=False)
+
+
+def test_draws_carry_brms_names_and_respect_supports(fitted):
+    d = fitted.draws()
+    assert list(d.columns[:6]) == ["b_Intercept", "b_Days", "sd_Subject__Intercept", "sd_Subject__Days",
+                                   "cor_Subject__Intercept__Days", "sigma"]
+    assert "r_Subject[308,Intercept]" in d.columns and "r_Subject[372,Days]" in d.columns
+    assert d.shape == (200, 6 + 2 * 18)
+    assert (d[["sd_Subject__Intercept", "sd_Subject__Days", "sigma"]] > 0).all().all()
+    assert (d["cor_Subject__Intercept__Days"].abs() < 1).all()
+
+
+def test_summary_and_fixef_have_brms_layout(fitted):
+    s = fitted.summary()
+    assert list(s["population"].index) == ["Intercept", "Days"]
+    assert list(s["group"].index) == ["sd(Intercept)", "sd(Days)", "cor(Intercept,Days)"]
+    assert list(s["family"].index) == ["sigma"]
+    assert list(s["population"].columns) == ["Estimate", "Est.Error", "l-95% CI", "u-95% CI"]
+    fe = fitted.fixef()
+    assert list(fe.columns) == ["Estimate", "Est.Error", "Q2.5", "Q97.5"]
+    np.testing.assert_allclose(fe.loc["Days", "Estimate"], fitted.draws()["b_Days"].mean())
+    assert "Population-Level Effects:" in repr(fitted) and "~Subject" in repr(fitted)
+
+
+def test_bad_arguments_are_named():
+    df = load_sleepstudy()
+    with pytest.raises(ValueError, match="method must be 'importance' or 'amortized'"):
+        amortize("Reaction ~ Days + (1 | Subject)", df, method="exact")
+    with pytest.raises(ValueError, match="budget is a number of training steps"):
+        amortize("Reaction ~ Days + (1 | Subject)", df, budget=0)
+    with pytest.raises(ValueError, match="unknown family 'gamma'"):
+        amortize("Reaction ~ Days + (1 | Subject)", df, family="gamma", budget=1)
