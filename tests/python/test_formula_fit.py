@@ -47,3 +47,13 @@ def test_bad_arguments_are_named():
         amortize("Reaction ~ Days + (1 | Subject)", df, budget=0)
     with pytest.raises(ValueError, match="unknown family 'gamma'"):
         amortize("Reaction ~ Days + (1 | Subject)", df, family="gamma", budget=1)
+
+
+def test_ranef_and_coef_per_level(fitted):
+    d = fitted.draws()
+    re_, co = fitted.ranef(), fitted.coef()
+    assert re_.shape == (18, 8) and list(re_.index[:2]) == ["308", "309"]
+    assert list(re_.columns.get_level_values(0).unique()) == ["Intercept", "Days"]
+    np.testing.assert_allclose(re_.loc["309", ("Days", "Estimate")], d["r_Subject[309,Days]"].mean())
+    np.testing.assert_allclose(co.loc["309", ("Days", "Estimate")], (d["r_Subject[309,Days]"] + d["b_Days"]).mean())
+    np.testing.assert_allclose(co.loc["309", ("Days", "Q97.5")], (d["r_Subject[309,Days]"] + d["b_Days"]).quantile(0.975))

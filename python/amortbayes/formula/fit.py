@@ -54,6 +54,31 @@ class AmortizedFit:
         cols = [f"b_{n}" for n in self.model.terms.fixed_names]
         return _summarize(d[cols]).rename(index=lambda c: c[2:], columns={"l-95% CI": "Q2.5", "u-95% CI": "Q97.5"})
 
+    def _per_level(self, coef_draws) -> pd.DataFrame:
+        t = self.model.terms
+        out = {}
+        for name in t.group_names:
+            d = pd.DataFrame({lev: coef_draws(name, lev) for lev in t.levels})
+            out[name] = _summarize(d).rename(columns={"l-95% CI": "Q2.5", "u-95% CI": "Q97.5"})
+        frame = pd.concat(out, axis=1)
+        frame.index.name = t.group
+        return frame
+
+    def ranef(self) -> pd.DataFrame:
+        """Group-level effects per level (brms' ``ranef``): index the levels, columns (coefficient, statistic)."""
+        d, g = self.draws(), self.model.terms.group
+        return self._per_level(lambda name, lev: d[f"r_{g}[{lev},{name}]"])
+
+    def coef(self) -> pd.DataFrame:
+        """Population plus group-level effects per level (brms' ``coef``), for the coefficients with group terms."""
+        d, g = self.draws(), self.model.terms.group
+        fixed = set(self.model.terms.fixed_names)
+
+        def total(name, lev):
+            r = d[f"r_{g}[{lev},{name}]"]
+            return r + d[f"b_{name}"] if name in fixed else r
+        return self._per_level(total)
+
     def summary(self) -> dict[str, pd.DataFrame]:
         """brms' summary blocks: ``population`` (b_), ``group`` (sd_, cor_) and ``family`` (sigma, nu, shape)."""
         d = self.draws()
