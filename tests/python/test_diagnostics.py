@@ -293,3 +293,28 @@ def test_degenerate_input_errors() -> None:
         posterior_z_scores(draws[:, :1], truth)
     with pytest.raises(ValueError, match=r"truth is constant across data sets for parameter\(s\) \['theta\[1\]'\]"):
         recovery(draws, np.column_stack([truth[:, 0], np.ones(20)]))
+
+
+def test_psis_loo_matches_the_closed_form_leave_one_out_predictive():
+    # y_i ~ N(mu, 1), mu ~ N(0, 10^2): exact posterior draws, and p(y_i | y_-i) = N(y_i; m_-i, 1 + v_-i)
+    from scipy import stats
+
+    from amortbayes.diagnostics import elpd_summary, psis_loo
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(1.0, 1.0, 20)
+    y[0] = 4.5  # one surprising row
+    v = 1 / (1 / 100 + len(y))
+    mu = rng.normal(v * y.sum(), np.sqrt(v), 8000)
+    ll = stats.norm.logpdf(y[None, :], mu[:, None], 1.0)
+    out = psis_loo(ll)
+    v_i = 1 / (1 / 100 + len(y) - 1)
+    m_i = v_i * (y.sum() - y)
+    exact = stats.norm.logpdf(y, m_i, np.sqrt(1 + v_i))
+    np.testing.assert_allclose(out["elpd"], exact, atol=0.01)
+    totals = elpd_summary(out, ll)
+    assert totals["elpd"] == pytest.approx(exact.sum(), abs=0.05)
+    # p_loo = lppd - elpd_loo, the lppd from the full-data posterior predictive N(y_i; m, 1 + v)
+    lppd = stats.norm.logpdf(y, v * y.sum(), np.sqrt(1 + v)).sum()
+    assert totals["p_loo"] == pytest.approx(lppd - exact.sum(), abs=0.05)
+    assert totals["max_khat"] < 0.7

@@ -57,3 +57,20 @@ def test_ranef_and_coef_per_level(fitted):
     np.testing.assert_allclose(re_.loc["309", ("Days", "Estimate")], d["r_Subject[309,Days]"].mean())
     np.testing.assert_allclose(co.loc["309", ("Days", "Estimate")], (d["r_Subject[309,Days]"] + d["b_Days"]).mean())
     np.testing.assert_allclose(co.loc["309", ("Days", "Q97.5")], (d["r_Subject[309,Days]"] + d["b_Days"]).quantile(0.975))
+
+
+def test_pointwise_log_lik_is_in_the_datas_row_order_and_loo_totals_it(fitted):
+    from scipy import stats
+
+    d = fitted.draws()
+    df = load_sleepstudy()
+    ll = fitted.log_lik()
+    assert ll.shape == (200, 180)
+    i = 37  # any row: its subject's effects at draw 5
+    s, row = 5, df.iloc[i]
+    mean = (d.loc[s, "b_Intercept"] + d.loc[s, f"r_Subject[{row.Subject},Intercept]"]
+            + (d.loc[s, "b_Days"] + d.loc[s, f"r_Subject[{row.Subject},Days]"]) * row.Days)
+    assert ll[s, i] == pytest.approx(stats.norm.logpdf(row.Reaction, mean, d.loc[s, "sigma"]), rel=1e-5)
+    out = fitted.loo()
+    assert len(out["pointwise"]) == 180
+    assert out["elpd_loo"] == pytest.approx(out["pointwise"]["elpd"].sum())

@@ -40,7 +40,9 @@ from amortbayes.diagnostics.multilevel import (
     log_mean_exp,
     one_group_per_data_set,
     pooling_factor,
+    elpd_summary,
     psis_logo,
+    psis_loo,
     weighted_quantiles,
 )
 from amortbayes.diagnostics.recovery import recovery
@@ -64,7 +66,9 @@ __all__ = [
     "pareto_khat",
     "pareto_smooth",
     "pooling_factor",
+    "elpd_summary",
     "psis_logo",
+    "psis_loo",
     "calibration_error",
     "expected_coverage",
     "posterior_contraction",

@@ -142,22 +142,58 @@ def psis_logo(log_px: np.ndarray, groups: Any = None) -> pd.DataFrame:
         >>> out["group"].tolist(), bool((out["khat"] < 0.7).all())
         (['a', 'b'], True)
     """
-    lp = np.asarray(log_px, dtype=float)
+    elpd, khat, labels = _psis_elpd(log_px, groups, "group")
+    return pd.DataFrame({"group": labels, "elpd": elpd, "khat": khat})
+
+
+def psis_loo(log_lik: np.ndarray, observations: Any = None) -> pd.DataFrame:
+    """PSIS-LOO (Vehtari, Gelman & Gabry 2017) per observation from posterior draws.
+
+    ``log_lik (S, N)`` holds ``log p(y_i | theta_s)`` at ``S`` equally weighted posterior
+    draws; each observation's leave-one-out posterior is the full one reweighted by
+    ``1 / p(y_i | theta_s)`` (the same estimator as :func:`psis_logo`, one row in place of
+    one group).  Returns ``observation``, ``elpd``, ``khat``; ``elpd_summary`` totals it.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> out = psis_loo(np.log(rng.uniform(0.5, 1.0, size=(400, 3))))
+        >>> len(out), bool((out["khat"] < 0.7).all())
+        (3, True)
+    """
+    elpd, khat, labels = _psis_elpd(log_lik, observations, "observation")
+    return pd.DataFrame({"observation": labels, "elpd": elpd, "khat": khat})
+
+
+def elpd_summary(pointwise: pd.DataFrame, log_lik: np.ndarray | None = None) -> dict[str, float]:
+    """``elpd`` and its SE (sqrt(N) times the SD of the pointwise values), and ``p_loo`` when ``log_lik`` is given."""
+    e = pointwise["elpd"].to_numpy()
+    out = {"elpd": float(e.sum()), "se": float(np.sqrt(len(e)) * e.std(ddof=1)) if len(e) > 1 else float("nan"),
+           "max_khat": float(pointwise["khat"].max()), "n_khat_above_0.7": int((pointwise["khat"] > 0.7).sum())}
+    if log_lik is not None:
+        lp = np.asarray(log_lik, dtype=float)
+        lppd = float((np.logaddexp.reduce(lp, axis=0) - np.log(lp.shape[0])).sum())
+        out["p_loo"] = lppd - out["elpd"]
+    return out
+
+
+def _psis_elpd(log_p: np.ndarray, labels: Any, what: str) -> tuple[np.ndarray, np.ndarray, list]:
+    lp = np.asarray(log_p, dtype=float)
     if lp.ndim != 2 or lp.shape[0] < 10:
-        raise ValueError(f"log_px must be (draws, groups) with at least 10 draws, got shape {lp.shape}")
+        raise ValueError(f"log likelihoods must be (draws, {what}s) with at least 10 draws, got shape {lp.shape}")
     if np.isnan(lp).any() or np.isposinf(lp).any():
-        raise ValueError("log_px contains NaN or +Inf")
-    labels = list(range(lp.shape[1])) if groups is None else list(groups)
+        raise ValueError("the log likelihoods contain NaN or +Inf")
+    labels = list(range(lp.shape[1])) if labels is None else list(labels)
     if len(labels) != lp.shape[1]:
-        raise ValueError(f"{len(labels)} group labels for {lp.shape[1]} groups")
+        raise ValueError(f"{len(labels)} {what} labels for {lp.shape[1]} {what}s")
     elpd, khat = np.empty(lp.shape[1]), np.empty(lp.shape[1])
     for k in range(lp.shape[1]):
         if np.isneginf(lp[:, k]).any():
-            raise ValueError(f"group {labels[k]!r} has zero likelihood under some draws; its LOGO weight is infinite")
+            raise ValueError(f"{what} {labels[k]!r} has zero likelihood under some draws; its leave-out weight "
+                             "is infinite")
         log_w, khat[k] = pareto_smooth(-lp[:, k])
         log_w = log_w - np.logaddexp.reduce(log_w)
         elpd[k] = np.logaddexp.reduce(log_w + lp[:, k])
-    return pd.DataFrame({"group": labels, "elpd": elpd, "khat": khat})
+    return elpd, khat, labels
 
 
 def elpd_compare(elpd_a: np.ndarray, elpd_b: np.ndarray, names: tuple[str, str] = ("a", "b")) -> pd.DataFrame:

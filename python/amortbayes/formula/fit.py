@@ -79,6 +79,39 @@ class AmortizedFit:
             return r + d[f"b_{name}"] if name in fixed else r
         return self._per_level(total)
 
+    def log_lik(self) -> np.ndarray:
+        """``(draws, rows)`` pointwise log likelihood at the posterior draws, rows in the model's data order."""
+        import torch
+
+        t = self.model.terms
+        groups = self.model.observed()
+        n_max = max(len(g) for g in groups)
+        x = np.zeros((len(groups), n_max, groups[0].shape[1]))
+        mask = np.zeros((len(groups), n_max))
+        for j, g in enumerate(groups):
+            x[j, : len(g)], mask[j, : len(g)] = g, 1.0
+        theta = torch.as_tensor(self.posterior.global_draws[0], dtype=torch.float64)
+        local = torch.as_tensor(self.posterior.local_draws[0], dtype=torch.float64)
+        ll = self.model.pointwise_log_lik(theta, local, torch.as_tensor(x)[None], torch.as_tensor(mask)[None])
+        ll = ll.numpy()
+        # back to the data's row order: row i is the k-th row of its group
+        position = np.zeros(len(t.group_index), dtype=np.int64)
+        seen = np.zeros(len(t.levels), dtype=np.int64)
+        for i, j in enumerate(t.group_index):
+            position[i], seen[j] = seen[j], seen[j] + 1
+        return ll[:, t.group_index, position]
+
+    def loo(self) -> dict[str, Any]:
+        """PSIS-LOO over the rows (``elpd_loo``, ``se``, ``p_loo``, Pareto k per row), as ``loo::loo`` reports it."""
+        from amortbayes.diagnostics import elpd_summary, psis_loo
+
+        ll = self.log_lik()
+        pointwise = psis_loo(ll)
+        totals = elpd_summary(pointwise, ll)
+        return {"elpd_loo": totals["elpd"], "se": totals["se"], "p_loo": totals["p_loo"],
+                "max_khat": totals["max_khat"], "n_khat_above_0.7": totals["n_khat_above_0.7"],
+                "pointwise": pointwise}
+
     def summary(self) -> dict[str, pd.DataFrame]:
         """brms' summary blocks: ``population`` (b_), ``group`` (sd_, cor_) and ``family`` (sigma, nu, shape)."""
         d = self.draws()

@@ -231,11 +231,15 @@ class FormulaModel(MultilevelModel):
         y = self.family.simulate(eta, self._dpars(theta_global.double()), generator)
         return torch.cat([rows, y.float()[..., None]], -1)
 
-    def log_likelihood(self, theta_global, theta_local, x, mask) -> torch.Tensor:
+    def pointwise_log_lik(self, theta_global, theta_local, x, mask) -> torch.Tensor:
+        """``log p(y_ji | theta)`` of every row, shape ``x.shape[:-1]`` (0 on padded rows)."""
         eta = self._eta(theta_global, theta_local, x.to(theta_global.dtype))
         y = x[..., -1].to(theta_global.dtype)
         ll = self.family.log_lik(torch.where(mask > 0, y, self._safe_y(y)), eta, self._dpars(theta_global))
-        return (ll * mask).sum(-1)
+        return ll * mask
+
+    def log_likelihood(self, theta_global, theta_local, x, mask) -> torch.Tensor:
+        return self.pointwise_log_lik(theta_global, theta_local, x, mask).sum(-1)
 
     def _safe_y(self, y: torch.Tensor) -> torch.Tensor:
         """A response value inside every family's support, for padded rows (masked out after)."""
