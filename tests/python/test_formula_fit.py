@@ -74,3 +74,25 @@ def test_pointwise_log_lik_is_in_the_datas_row_order_and_loo_totals_it(fitted):
     out = fitted.loo()
     assert len(out["pointwise"]) == 180
     assert out["elpd_loo"] == pytest.approx(out["pointwise"]["elpd"].sum())
+
+
+def test_update_gives_new_datas_posterior_without_training(fitted):
+    df = load_sleepstudy()
+    same = fitted.update(df, draws=200, seed=0)
+    np.testing.assert_allclose(same.draws().to_numpy(), fitted.draws().to_numpy())  # same data, same seed
+    subset = df[df.Subject.isin(["308", "309", "310"])]
+    with pytest.warns(UserWarning, match=r"number of groups J = \[3\] outside the trained range \[9, 27\]"):
+        few = fitted.update(subset, draws=200)
+    assert [c for c in few.draws().columns if c.startswith("r_")][:3] == [
+        "r_Subject[308,Intercept]", "r_Subject[309,Intercept]", "r_Subject[310,Intercept]"]
+    assert few.ranef().shape == (3, 8) and few.log_lik().shape == (200, 30)
+    assert fitted.history is few.history  # no training happened
+
+
+def test_update_with_an_unseen_factor_level_is_refused():
+    df = load_sleepstudy().assign(phase=lambda d: np.where(d.Days < 5, "early", "late"))
+    fit = amortize("Reaction ~ Days + phase + (1 | Subject)", df, budget=2, method="amortized", draws=20,
+                   progress=False)
+    new = df.assign(phase=np.where(df.Days < 3, "early", np.where(df.Days < 7, "late", "post")))
+    with pytest.raises(ValueError, match=r"new column\(s\) \['phasepost'\] \(a factor level the training"):
+        fit.update(new)

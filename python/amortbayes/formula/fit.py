@@ -33,6 +33,7 @@ class AmortizedFit:
         method: ``"importance"`` (importance-corrected to the exact posterior) or ``"amortized"``.
         posterior: the draws (``MultilevelDraws``).
         history: the training history from ``fit()``.
+        data_terms: the parsed new data of :meth:`update` (None: the training data).
     """
 
     model: FormulaModel
@@ -41,6 +42,7 @@ class AmortizedFit:
     method: str
     posterior: Any
     history: pd.DataFrame | None = None
+    data_terms: Any = None  # the parsed data of this fit when it is not the training data (update)
 
     def draws(self) -> pd.DataFrame:
         """Wide draws with ``brms::as_draws_df``'s column names (``r_Subject[308,Intercept]``)."""
@@ -55,7 +57,7 @@ class AmortizedFit:
         return _summarize(d[cols]).rename(index=lambda c: c[2:], columns={"l-95% CI": "Q2.5", "u-95% CI": "Q97.5"})
 
     def _per_level(self, coef_draws) -> pd.DataFrame:
-        t = self.model.terms
+        t = self.terms
         out = {}
         for name in t.group_names:
             d = pd.DataFrame({lev: coef_draws(name, lev) for lev in t.levels})
@@ -79,12 +81,39 @@ class AmortizedFit:
             return r + d[f"b_{name}"] if name in fixed else r
         return self._per_level(total)
 
+    def update(self, newdata: pd.DataFrame, *, draws: int = 4000, seed: int = 0) -> AmortizedFit:
+        """The posterior for new data of the same formula, without training (brms' ``update(newdata=)``).
+
+        Raises:
+            ValueError: new data whose design has other columns (a factor level the training
+                data did not have, or one it lacks), or any error of :func:`parse_terms`.
+        """
+        t = self.terms
+        new = parse_terms(t.formula, newdata)
+        if new.fixed_names != t.fixed_names or new.group_names != t.group_names:
+            extra = sorted(set(new.fixed_names + new.group_names) - set(t.fixed_names + t.group_names))
+            lacking = sorted(set(t.fixed_names + t.group_names) - set(new.fixed_names + new.group_names))
+            raise ValueError(f"newdata's design differs from the trained one: new column(s) {extra} (a factor level "
+                             f"the training data did not have), missing {lacking}")
+        self.model.family.check_response(new.y, None)
+        frame = self.model.observed_frame(new)
+        if self.method == "importance":
+            posterior = self.amortizer.importance_draws(frame, self.model, n=draws, seed=seed, group=t.group)
+        else:
+            posterior = self.amortizer.sample_draws(frame, n=draws, seed=seed, group=t.group)
+        return AmortizedFit(self.model, self.amortizer, newdata, self.method, posterior, self.history, new)
+
+    @property
+    def terms(self):
+        """The parsed data of this fit (the training data's, or ``update``'s new data)."""
+        return self.data_terms if self.data_terms is not None else self.model.terms
+
     def log_lik(self) -> np.ndarray:
         """``(draws, rows)`` pointwise log likelihood at the posterior draws, rows in the model's data order."""
         import torch
 
-        t = self.model.terms
-        groups = self.model.observed()
+        t = self.terms
+        groups = self.model.observed(t)
         n_max = max(len(g) for g in groups)
         x = np.zeros((len(groups), n_max, groups[0].shape[1]))
         mask = np.zeros((len(groups), n_max))
@@ -137,7 +166,7 @@ class AmortizedFit:
         return out
 
     def __repr__(self) -> str:
-        t = self.model.terms
+        t = self.terms
         lines = [f" Family: {self.model.family.name}", f"Formula: {t.formula}",
                  f"   Data: {len(t.y)} rows, {len(t.levels)} levels of {t.group}", f"  Draws: {self.method}"]
         for key, table in self.summary().items():

@@ -245,15 +245,15 @@ class FormulaModel(MultilevelModel):
         """A response value inside every family's support, for padded rows (masked out after)."""
         return torch.ones_like(y) if self.family.name in ("lognormal", "bernoulli") else torch.zeros_like(y)
 
-    def observed_frame(self) -> pd.DataFrame:
-        """The user's data as the long frame ``prepare_multilevel`` reads: columns :attr:`data_names` and the group."""
-        t = self.terms
+    def observed_frame(self, terms: FormulaTerms | None = None) -> pd.DataFrame:
+        """The user's data (or ``terms`` of new data) as the long frame ``prepare_multilevel`` reads."""
+        t = self.terms if terms is None else terms
         frame = pd.DataFrame(np.column_stack([t.X, t.Z, t.y]), columns=list(self.data_names))
         frame[t.group] = pd.Categorical(np.asarray(t.levels)[t.group_index], categories=list(t.levels))
         return frame
 
-    def observed(self) -> list[np.ndarray]:
-        """The user's data as one ``(N_j, F)`` array per group, in :attr:`terms.levels` order (rows ``[X, Z, y]``)."""
-        t = self.terms
+    def observed(self, terms: FormulaTerms | None = None) -> list[np.ndarray]:
+        """The user's data (or ``terms``') as one ``(N_j, F)`` array per group, in level order (rows ``[X, Z, y]``)."""
+        t = self.terms if terms is None else terms
         rows = np.column_stack([t.X, t.Z, t.y]).astype(np.float32)
         return [rows[t.group_index == j] for j in range(len(t.levels))]

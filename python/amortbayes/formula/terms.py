@@ -140,6 +140,8 @@ def parse_terms(formula: str, data: pd.DataFrame) -> FormulaTerms:
     if re.search(r"\|[^()|]*/", formula):
         raise ValueError(f"nested group terms such as (1 | a/b) are not supported yet (formula {formula!r}); "
                          "one grouping factor per model for now")
+    if len(data) == 0:
+        raise ValueError("data has no rows")
     _check_variables(formula, data)
     rewritten, uncorrelated = _rewrite(formula)
     groups = {m.group(2).strip() for m in _GROUP_TERM.finditer(rewritten)}
