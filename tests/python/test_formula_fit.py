@@ -96,3 +96,17 @@ def test_update_with_an_unseen_factor_level_is_refused():
     new = df.assign(phase=np.where(df.Days < 3, "early", np.where(df.Days < 7, "late", "post")))
     with pytest.raises(ValueError, match=r"new column\(s\) \['phasepost'\] \(a factor level the training"):
         fit.update(new)
+
+
+def test_a_saved_fit_loads_back_with_the_same_posterior(fitted, tmp_path):
+    from amortbayes.formula import AmortizedFit
+
+    df = load_sleepstudy().assign(Subject=lambda d: d.Subject.astype(str))
+    fit = amortize("Reaction ~ Days + (Days | Subject)", df, prior=[], budget=20, method="amortized", draws=100,
+                   progress=False, seed=3)
+    fit.save(tmp_path / "fit")
+    back = AmortizedFit.load(tmp_path / "fit", draws=100, seed=3)
+    np.testing.assert_allclose(back.draws().to_numpy(), fit.draws().to_numpy(), rtol=1e-6)
+    assert back.model.parameter_names == fit.model.parameter_names and back.method == "amortized"
+    with pytest.raises(ValueError, match="holds no saved formula fit"):
+        AmortizedFit.load(tmp_path)

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,8 +18,10 @@ import pandas as pd
 
 from amortbayes.formula.model import FormulaModel
 from amortbayes.formula.priors import Prior
+from amortbayes.formula.priors import prior as make_prior
 from amortbayes.formula.terms import parse_terms
 
+FIT_SPEC, FIT_DATA = "formula.json", "data.csv"
 # online training steps (batch 32) of a formula amortizer when budget= is not given
 DEFAULT_STEPS = 6_000
 
@@ -102,6 +106,40 @@ class AmortizedFit:
         else:
             posterior = self.amortizer.sample_draws(frame, n=draws, seed=seed, group=t.group)
         return AmortizedFit(self.model, self.amortizer, newdata, self.method, posterior, self.history, new)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the amortizer (``amortbayes.save``), the data and the formula, family and priors to the folder ``path``."""
+        from amortbayes.io import save
+
+        folder = save(self.amortizer, path)
+        data = self.model.terms_data(self.data)
+        data.to_csv(folder / FIT_DATA, index=False)
+        # text columns stay text when read back (a factor coded "1", "2" must not become numeric)
+        text = [c for c in data.columns if not pd.api.types.is_numeric_dtype(data[c])]
+        spec = {**self.model.config(), "method": self.method, "text_columns": text}
+        (folder / FIT_SPEC).write_text(json.dumps(spec, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, path: str | Path, *, draws: int = 4000, seed: int = 0) -> AmortizedFit:
+        """Read a fit written by :meth:`save`: rebuild the model from formula, family, priors and data, then draw.
+
+        Raises:
+            ValueError: a folder without a saved fit, or one whose amortizer was written for another model.
+        """
+        from amortbayes.io import load
+
+        folder = Path(path)
+        if not (folder / FIT_SPEC).exists() or not (folder / FIT_DATA).exists():
+            raise ValueError(f"{folder} holds no saved formula fit ({FIT_SPEC} and {FIT_DATA} are written by "
+                             "AmortizedFit.save)")
+        spec = json.loads((folder / FIT_SPEC).read_text())
+        data = pd.read_csv(folder / FIT_DATA, dtype={c: str for c in spec.get("text_columns", [])})
+        terms = parse_terms(spec["formula"], data)
+        priors = [make_prior(p["prior"], class_=p["class"], coef=p["coef"], group=p["group"]) for p in spec["priors"]]
+        model = FormulaModel(terms, spec["family"], priors, tuple(spec["n_groups"]), tuple(spec["n_obs"]))
+        amortizer = load(folder, model=model)
+        return _draw(model, amortizer, data, spec["method"], draws, seed, None)
 
     @property
     def terms(self):
@@ -213,9 +251,13 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
     per_epoch = min(steps, 500)
     settings = TrainSettings(epochs=max(1, steps // per_epoch), iterations_per_epoch=per_epoch, batch_size=32)
     history = fit(amortizer, model, settings=settings, device=device, seed=seed, progress=progress)
-    observed = model.observed_frame()
+    return _draw(model, amortizer, data, method, draws, seed, history)
+
+
+def _draw(model, amortizer, data, method, draws, seed, history) -> AmortizedFit:
+    observed, group = model.observed_frame(), model.terms.group
     if method == "importance":
-        posterior = amortizer.importance_draws(observed, model, n=draws, seed=seed, group=terms.group)
+        posterior = amortizer.importance_draws(observed, model, n=draws, seed=seed, group=group)
     else:
-        posterior = amortizer.sample_draws(observed, n=draws, seed=seed, group=terms.group)
+        posterior = amortizer.sample_draws(observed, n=draws, seed=seed, group=group)
     return AmortizedFit(model, amortizer, data, method, posterior, history)

@@ -245,6 +245,13 @@ class FormulaModel(MultilevelModel):
         """A response value inside every family's support, for padded rows (masked out after)."""
         return torch.ones_like(y) if self.family.name in ("lognormal", "bernoulli") else torch.zeros_like(y)
 
+    def terms_data(self, data: pd.DataFrame) -> pd.DataFrame:
+        """The columns of ``data`` the formula uses, rows with missing values dropped (what :meth:`AmortizedFit.save` keeps)."""
+        import re
+
+        used = [c for c in data.columns if re.search(rf"(?<![\w.]){re.escape(str(c))}(?![\w.])", self.terms.formula)]
+        return data[used].dropna().reset_index(drop=True)
+
     def observed_frame(self, terms: FormulaTerms | None = None) -> pd.DataFrame:
         """The user's data (or ``terms`` of new data) as the long frame ``prepare_multilevel`` reads."""
         t = self.terms if terms is None else terms
