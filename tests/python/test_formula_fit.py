@@ -110,3 +110,5 @@ def test_a_saved_fit_loads_back_with_the_same_posterior(fitted, tmp_path):
     assert back.model.parameter_names == fit.model.parameter_names and back.method == "amortized"
     with pytest.raises(ValueError, match="holds no saved formula fit"):
         AmortizedFit.load(tmp_path)
+    with pytest.raises(ValueError, match=r"this fit is an update\(\) on new data"):
+        fit.update(df, draws=10).save(tmp_path / "updated")

@@ -100,17 +100,15 @@ class AmortizedFit:
             raise ValueError(f"newdata's design differs from the trained one: new column(s) {extra} (a factor level "
                              f"the training data did not have), missing {lacking}")
         self.model.family.check_response(new.y, None)
-        frame = self.model.observed_frame(new)
-        if self.method == "importance":
-            posterior = self.amortizer.importance_draws(frame, self.model, n=draws, seed=seed, group=t.group)
-        else:
-            posterior = self.amortizer.sample_draws(frame, n=draws, seed=seed, group=t.group)
-        return AmortizedFit(self.model, self.amortizer, newdata, self.method, posterior, self.history, new)
+        return _draw(self.model, self.amortizer, newdata, self.method, draws, seed, self.history, new)
 
     def save(self, path: str | Path) -> Path:
         """Write the amortizer (``amortbayes.save``), the data and the formula, family and priors to the folder ``path``."""
         from amortbayes.io import save
 
+        if self.data_terms is not None:
+            raise ValueError("this fit is an update() on new data; save the fit that trained the amortizer (its "
+                             "model is built from the training data), and update() it again after loading")
         folder = save(self.amortizer, path)
         data = self.model.terms_data(self.data)
         data.to_csv(folder / FIT_DATA, index=False)
@@ -254,10 +252,11 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
     return _draw(model, amortizer, data, method, draws, seed, history)
 
 
-def _draw(model, amortizer, data, method, draws, seed, history) -> AmortizedFit:
-    observed, group = model.observed_frame(), model.terms.group
+def _draw(model, amortizer, data, method, draws, seed, history, terms=None) -> AmortizedFit:
+    """Draws for the model's own data (or the parsed new data ``terms``), importance-corrected or amortized."""
+    observed, group = model.observed_frame(terms), model.terms.group
     if method == "importance":
         posterior = amortizer.importance_draws(observed, model, n=draws, seed=seed, group=group)
     else:
         posterior = amortizer.sample_draws(observed, n=draws, seed=seed, group=group)
-    return AmortizedFit(model, amortizer, data, method, posterior, history)
+    return AmortizedFit(model, amortizer, data, method, posterior, history, terms)
