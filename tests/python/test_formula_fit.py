@@ -112,3 +112,14 @@ def test_a_saved_fit_loads_back_with_the_same_posterior(fitted, tmp_path):
         AmortizedFit.load(tmp_path)
     with pytest.raises(ValueError, match=r"this fit is an update\(\) on new data"):
         fit.update(df, draws=10).save(tmp_path / "updated")
+
+
+def test_file_loads_a_stored_fit_for_the_same_spec_and_retrains_for_another(tmp_path):
+    df = load_sleepstudy()
+    kw = dict(budget=5, method="amortized", draws=50, progress=False, file=tmp_path / "fit")
+    first = amortize("Reaction ~ Days + (1 | Subject)", df, **kw)
+    again = amortize("Reaction ~ Days + (1 | Subject)", df, **kw)
+    assert first.history is not None and again.history is None  # loaded, not trained
+    np.testing.assert_allclose(again.draws().to_numpy(), first.draws().to_numpy(), rtol=1e-6)
+    other = amortize("Reaction ~ Days + (1 | Subject)", df.assign(Reaction=df.Reaction + 1), **kw)
+    assert other.history is not None  # other data: trained again

@@ -102,7 +102,7 @@ class AmortizedFit:
         self.model.family.check_response(new.y, None)
         return _draw(self.model, self.amortizer, newdata, self.method, draws, seed, self.history, new)
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, key: dict | None = None) -> Path:
         """Write the amortizer (``amortbayes.save``), the data and the formula, family and priors to the folder ``path``."""
         from amortbayes.io import save
 
@@ -114,12 +114,12 @@ class AmortizedFit:
         data.to_csv(folder / FIT_DATA, index=False)
         # text columns stay text when read back (a factor coded "1", "2" must not become numeric)
         text = [c for c in data.columns if not pd.api.types.is_numeric_dtype(data[c])]
-        spec = {**self.model.config(), "method": self.method, "text_columns": text}
+        spec = {**self.model.config(), "method": self.method, "text_columns": text, "key": key}
         (folder / FIT_SPEC).write_text(json.dumps(spec, indent=2))
         return folder
 
     @classmethod
-    def load(cls, path: str | Path, *, draws: int = 4000, seed: int = 0) -> AmortizedFit:
+    def load(cls, path: str | Path, *, draws: int = 4000, seed: int = 0, method: str | None = None) -> AmortizedFit:
         """Read a fit written by :meth:`save`: rebuild the model from formula, family, priors and data, then draw.
 
         Raises:
@@ -137,7 +137,7 @@ class AmortizedFit:
         priors = [make_prior(p["prior"], class_=p["class"], coef=p["coef"], group=p["group"]) for p in spec["priors"]]
         model = FormulaModel(terms, spec["family"], priors, tuple(spec["n_groups"]), tuple(spec["n_obs"]))
         amortizer = load(folder, model=model)
-        return _draw(model, amortizer, data, spec["method"], draws, seed, None)
+        return _draw(model, amortizer, data, method or spec["method"], draws, seed, None)
 
     @property
     def terms(self):
@@ -219,7 +219,7 @@ def _summarize(d: pd.DataFrame) -> pd.DataFrame:
 
 def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: list[Prior] | None = None, *,
              budget: int | None = None, method: str = "importance", draws: int = 4000, device: str = "cpu",
-             seed: int = 0, progress: bool = True) -> AmortizedFit:
+             seed: int = 0, progress: bool = True, file: str | Path | None = None) -> AmortizedFit:
     """Build, train and apply an amortized multilevel model of ``formula`` on ``data``.
 
     Args:
@@ -231,6 +231,9 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
         method: ``"importance"`` (draws corrected to the exact posterior, Pareto k reported)
             or ``"amortized"`` (the network's draws).
         draws: number of posterior draws.
+        file: a folder for the trained fit (like ``brm(file=)``): a later call with the same
+            formula, family, priors, data, budget and seed loads it instead of training; a
+            different specification trains again and overwrites it.
 
     Raises:
         ValueError: see :func:`parse_terms`, the family's response checks and :func:`prior`.
@@ -245,11 +248,25 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
         raise ValueError(f"budget is a number of training steps >= 1, got {budget!r}")
     terms = parse_terms(formula, data)
     model = FormulaModel(terms, family, prior)
+    key = {**model.config(), "budget": steps, "seed": seed,
+           "data": int(pd.util.hash_pandas_object(model.terms_data(data), index=False).sum() % 2**61)}
+    if file is not None and _stored_key(Path(file)) == key:
+        return AmortizedFit.load(file, draws=draws, seed=seed, method=method)
     amortizer = MultilevelAmortizer(model, default_settings(model))
-    per_epoch = min(steps, 500)
-    settings = TrainSettings(epochs=max(1, steps // per_epoch), iterations_per_epoch=per_epoch, batch_size=32)
+    epochs = -(-steps // 500)
+    settings = TrainSettings(epochs=epochs, iterations_per_epoch=-(-steps // epochs), batch_size=32)
     history = fit(amortizer, model, settings=settings, device=device, seed=seed, progress=progress)
-    return _draw(model, amortizer, data, method, draws, seed, history)
+    fitted = _draw(model, amortizer, data, method, draws, seed, history)
+    if file is not None:
+        fitted.save(file, key=key)
+    return fitted
+
+
+def _stored_key(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / FIT_SPEC).read_text()).get("key")
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def _draw(model, amortizer, data, method, draws, seed, history, terms=None) -> AmortizedFit:
