@@ -20,6 +20,7 @@ from amortbayes.formula.model import FormulaModel
 from amortbayes.formula.priors import Prior
 from amortbayes.formula.priors import prior as make_prior
 from amortbayes.formula.terms import parse_terms
+from amortbayes.simulation import pad_datasets
 
 FIT_SPEC, FIT_DATA = "formula.json", "data.csv"
 # online training steps (batch 32) of a formula amortizer when budget= is not given
@@ -58,14 +59,14 @@ class AmortizedFit:
         """Population-level effects: Estimate, Est.Error, Q2.5, Q97.5 per coefficient (brms' ``fixef``)."""
         d = self.draws()
         cols = [f"b_{n}" for n in self.model.terms.fixed_names]
-        return _summarize(d[cols]).rename(index=lambda c: c[2:], columns={"l-95% CI": "Q2.5", "u-95% CI": "Q97.5"})
+        return _summarize(d[cols], quantile_names=True).rename(index=lambda c: c[2:])
 
     def _per_level(self, coef_draws) -> pd.DataFrame:
         t = self.terms
         out = {}
         for name in t.group_names:
             d = pd.DataFrame({lev: coef_draws(name, lev) for lev in t.levels})
-            out[name] = _summarize(d).rename(columns={"l-95% CI": "Q2.5", "u-95% CI": "Q97.5"})
+            out[name] = _summarize(d, quantile_names=True)
         frame = pd.concat(out, axis=1)
         frame.index.name = t.group
         return frame
@@ -149,21 +150,13 @@ class AmortizedFit:
         import torch
 
         t = self.terms
-        groups = self.model.observed(t)
-        n_max = max(len(g) for g in groups)
-        x = np.zeros((len(groups), n_max, groups[0].shape[1]))
-        mask = np.zeros((len(groups), n_max))
-        for j, g in enumerate(groups):
-            x[j, : len(g)], mask[j, : len(g)] = g, 1.0
+        x, mask = pad_datasets(self.model.observed(t))
+        x, mask = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(mask, dtype=torch.float64)
         theta = torch.as_tensor(self.posterior.global_draws[0], dtype=torch.float64)
         local = torch.as_tensor(self.posterior.local_draws[0], dtype=torch.float64)
-        ll = self.model.pointwise_log_lik(theta, local, torch.as_tensor(x)[None], torch.as_tensor(mask)[None])
-        ll = ll.numpy()
+        ll = self.model.pointwise_log_lik(theta, local, x[None], mask[None]).numpy()
         # back to the data's row order: row i is the k-th row of its group
-        position = np.zeros(len(t.group_index), dtype=np.int64)
-        seen = np.zeros(len(t.levels), dtype=np.int64)
-        for i, j in enumerate(t.group_index):
-            position[i], seen[j] = seen[j], seen[j] + 1
+        position = pd.Series(t.group_index).groupby(t.group_index).cumcount().to_numpy()
         return ll[:, t.group_index, position]
 
     def loo(self) -> dict[str, Any]:
@@ -212,9 +205,11 @@ class AmortizedFit:
         return "\n".join(lines)
 
 
-def _summarize(d: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"Estimate": d.mean(), "Est.Error": d.std(ddof=1), "l-95% CI": d.quantile(0.025),
-                         "u-95% CI": d.quantile(0.975)})
+def _summarize(d: pd.DataFrame, quantile_names: bool = False) -> pd.DataFrame:
+    """brms' columns: summary()'s ``l-95% CI``/``u-95% CI``, or fixef()/ranef()'s ``Q2.5``/``Q97.5``."""
+    lo, hi = ("Q2.5", "Q97.5") if quantile_names else ("l-95% CI", "u-95% CI")
+    return pd.DataFrame({"Estimate": d.mean(), "Est.Error": d.std(ddof=1), lo: d.quantile(0.025),
+                         hi: d.quantile(0.975)})
 
 
 def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: list[Prior] | None = None, *,

@@ -35,7 +35,7 @@ import torch
 from amortbayes.formula.families import Family, get_family
 from amortbayes.formula.priors import Prior, combine_priors, default_priors
 from amortbayes.formula.terms import FormulaTerms
-from amortbayes.simulation import MultilevelModel
+from amortbayes.simulation import MultilevelModel, pad_datasets
 
 
 def lkj_log_normalizer(m: int, eta: float) -> float:
@@ -79,7 +79,7 @@ class FormulaModel(MultilevelModel):
         P, K = len(terms.fixed_names), len(terms.group_names)
         self.P, self.K = P, K
         g = terms.group
-        self.blocks = [b for b in terms.blocks]
+        self.blocks = list(terms.blocks)
         self.cor_pairs = [(b[i], b[k]) for b in self.blocks for i in range(len(b)) for k in range(i + 1, len(b))]
         names = [f"b_{n}" for n in terms.fixed_names] + [f"sd_{g}__{n}" for n in terms.group_names]
         names += [f"cor_{g}__{terms.group_names[i]}__{terms.group_names[k]}" for i, k in self.cor_pairs]
@@ -92,13 +92,10 @@ class FormulaModel(MultilevelModel):
         self.data_names = tuple(f"X:{n}" for n in terms.fixed_names) + tuple(f"Z:{n}" for n in terms.group_names) \
             + (terms.response,)
         self.gaussian_local_posterior = self.family.name == "gaussian"
-        # the user's groups as padded design rows, resampled by simulate_data
-        rows = np.column_stack([terms.X, terms.Z])
-        sizes = np.bincount(terms.group_index, minlength=len(terms.levels))
+        # the user's groups as padded design rows [X, Z] (the response left off), resampled by simulate_data
+        design, mask = pad_datasets([g[:, :-1] for g in self.observed()])
+        sizes = mask.sum(1).astype(np.int64)
         self._user_sizes = torch.as_tensor(sizes, dtype=torch.long)
-        design = np.zeros((len(sizes), int(sizes.max()), rows.shape[1]), dtype=np.float32)
-        for j in range(len(sizes)):
-            design[j, : sizes[j]] = rows[terms.group_index == j]
         self._user_design = torch.from_numpy(design)
         J = len(sizes)
         self.n_groups = n_groups or (max(2, J // 2), max(2, J + J // 2))
