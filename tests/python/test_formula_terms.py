@@ -90,3 +90,34 @@ def test_rows_with_missing_values_are_dropped_with_their_count(df):
         t = parse_terms("y ~ x + (1 | g)", df)
     assert t.X.shape == (4, 2) and t.dropped_rows == 2
     np.testing.assert_array_equal(t.group_index, [1, 0, 2, 2])
+
+
+def test_binomial_responses_read_trials_as_brms_and_cbind_as_r(df):
+    d = df.assign(s=[0, 1, 2, 3, 1, 0], n=[3, 4, 5, 6, 2, 1], fail=[3, 3, 3, 3, 1, 1])
+    t = parse_terms("s | trials(n) ~ x + (1 | g)", d)
+    np.testing.assert_array_equal(t.y, d.s)
+    np.testing.assert_array_equal(t.trials, d.n)
+    assert t.response == "s" and t.fixed_names == ("Intercept", "x")
+    t = parse_terms("cbind(s, fail) ~ x + (1 | g)", d)
+    np.testing.assert_array_equal(t.y, d.s)
+    np.testing.assert_array_equal(t.trials, d.s + d.fail)
+    np.testing.assert_array_equal(parse_terms("s | trials(10) ~ x + (1 | g)", d).trials, np.full(6, 10.0))
+    assert parse_terms("y ~ x + (1 | g)", d).trials is None
+    with pytest.raises(ValueError, match="other addition terms"):
+        parse_terms("y | weights(x) ~ x + (1 | g)", d)
+    with pytest.raises(ValueError, match=r"uses \['nn'\]"):
+        parse_terms("s | trials(nn) ~ x + (1 | g)", d)
+
+
+def test_new_data_go_through_the_fitted_levels_and_scale(df):
+    from amortbayes.formula.terms import new_terms
+
+    t = parse_terms("y ~ scale(x) + f + (1 + z | g)", df)
+    new = new_terms(t, df[df.f == "c"].iloc[:1])  # one row, one level of f, one group
+    # f's treatment columns stay (fb, fc); scale() uses the fitted mean 3.5 and SD sd(1..6)
+    assert new.X.shape == (1, 4)
+    np.testing.assert_allclose(new.X[0], [1.0, (3.0 - 3.5) / np.std(np.arange(1, 7), ddof=1), 0.0, 1.0])
+    np.testing.assert_allclose(new.Z, [[1.0, 2.0]])
+    assert new.levels == ("s1",) and new.fixed_names == t.fixed_names
+    with pytest.raises(ValueError, match=r"levels \(d\) in 'f' are not present"):
+        new_terms(t, df.assign(f="d"))

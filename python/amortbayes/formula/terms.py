@@ -31,12 +31,22 @@ import pandas as pd
 _R_SCALE = "rscale"
 
 
-def _r_scale(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=float)
-    return (x - x.mean()) / x.std(ddof=1)
+class _RScale:
+    """R's ``scale()`` as a ``formulae`` stateful transform: new data are scaled by the training data's mean and SD."""
+
+    __stateful_transform__ = True
+
+    def __init__(self):
+        self.mean = self.sd = None
+
+    def __call__(self, x):
+        x = np.asarray(x, dtype=float)
+        if self.mean is None:
+            self.mean, self.sd = x.mean(), x.std(ddof=1)
+        return (x - self.mean) / self.sd
 
 
-_NAMESPACE = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt, "log1p": np.log1p, _R_SCALE: _r_scale}
+_NAMESPACE = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt, "log1p": np.log1p, _R_SCALE: _RScale}
 _DOUBLE_BAR = re.compile(r"\(([^()|]*)\|\|([^()|]*)\)")
 _GROUP_TERM = re.compile(r"\(([^()|]*)\|([^()|]*)\)")
 
@@ -60,6 +70,10 @@ class FormulaTerms:
             written (several terms of one factor are independent of each other, as in lme4),
             one block per column for ``||``.
         dropped_rows: rows dropped for missing values.
+        trials: the number of trials per row of a binomial response (``s | trials(n)``, or
+            ``s + f`` of ``cbind(s, f)``); None otherwise.
+        design: the ``formulae`` design matrices of the data the formula was parsed on (their
+            factor levels and ``scale()`` statistics are what :func:`new_terms` applies to new data).
     """
 
     formula: str
@@ -74,6 +88,8 @@ class FormulaTerms:
     group_names: tuple[str, ...]
     blocks: tuple[tuple[int, ...], ...]
     dropped_rows: int
+    trials: np.ndarray | None = None
+    design: object = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def correlated(self) -> bool:
@@ -109,17 +125,45 @@ def _rewrite(formula: str) -> tuple[str, set[str]]:
     return out, uncorrelated
 
 
+_NAME = r"[A-Za-z_.][\w.]*"
+_TRIALS = re.compile(rf"^\s*({_NAME})\s*\|\s*trials\(\s*({_NAME}|\d+)\s*\)\s*$")
+_CBIND = re.compile(rf"^\s*cbind\(\s*({_NAME})\s*,\s*({_NAME})\s*\)\s*$")
+
+
+def _binomial_response(formula: str) -> tuple[str, str | None, str | None, str | None]:
+    """brms' ``s | trials(n) ~ ...`` and R's ``cbind(s, f) ~ ...`` -> (``s ~ ...``, s, n or None, f or None).
+
+    Raises:
+        ValueError: another addition term on the left (``y | weights(w)``, ``y | se(s)``).
+    """
+    lhs, rhs = formula.split("~", 1)
+    m = _TRIALS.match(lhs)
+    if m:
+        return f"{m[1]} ~{rhs}", m[1], m[2], None
+    m = _CBIND.match(lhs)
+    if m:
+        return f"{m[1]} ~{rhs}", m[1], None, m[2]
+    if "|" in lhs or "cbind" in lhs:
+        raise ValueError(f"response {lhs.strip()!r}: the left-hand side takes a response, 'successes | trials(n)' "
+                         "or 'cbind(successes, failures)'; other addition terms (weights, se, cens) are not supported")
+    return formula, None, None, None
+
+
 def _check_variables(formula: str, data: pd.DataFrame) -> None:
     rhs = formula.split("~", 1)[1] if "~" in formula else formula
     lhs = formula.split("~", 1)[0]
-    names = set(re.findall(r"[A-Za-z_.][\w.]*", lhs + " " + rhs)) - set(_NAMESPACE) - {"I", "scale", "C"}
+    names = set(re.findall(r"[A-Za-z_.][\w.]*", lhs + " " + rhs)) - set(_NAMESPACE) - {"I", "scale", "C", "trials",
+                                                                                      "cbind"}
     missing = sorted(n for n in names if n not in data.columns)
     if missing:
         raise ValueError(f"formula {formula!r} uses {missing}, not column(s) of the data: {list(data.columns)}")
 
 
-def parse_terms(formula: str, data: pd.DataFrame) -> FormulaTerms:
+def parse_terms(formula: str, data: pd.DataFrame, *, min_levels: int = 2) -> FormulaTerms:
     """Design matrices of ``formula`` on ``data``, with brms' names.
+
+    ``min_levels``: the fewest levels the grouping factor may have (2 to fit a model; 1 for
+    new data to predict, whose one group may be new).
 
     Raises:
         ValueError: no ``~``, a variable not in the data, crossed or nested group terms, a
@@ -142,21 +186,14 @@ def parse_terms(formula: str, data: pd.DataFrame) -> FormulaTerms:
                          "one grouping factor per model for now")
     if len(data) == 0:
         raise ValueError("data has no rows")
+    plain, successes, n_trials, failures = _binomial_response(formula)
     _check_variables(formula, data)
-    rewritten, uncorrelated = _rewrite(formula)
+    rewritten, uncorrelated = _rewrite(plain)
     groups = {m.group(2).strip() for m in _GROUP_TERM.finditer(rewritten)}
     if len(groups) > 1:
         raise ValueError(f"crossed group terms of {sorted(groups)} are not supported yet (formula {formula!r}); "
                          "one grouping factor per model for now")
-    used = sorted(set(re.findall(r"[A-Za-z_.][\w.]*", formula)) & set(data.columns))
-    complete = data[used].notna().all(axis=1)
-    dropped = int((~complete).sum())
-    if dropped:
-        warnings.warn(f"Rows containing NAs were excluded from the model: {dropped} of {len(data)}", UserWarning,
-                      stacklevel=2)
-    data = data.loc[complete].reset_index(drop=True)
-    if len(data) == 0:
-        raise ValueError("no rows left after dropping rows with missing values in the used columns")
+    data, dropped = _drop_missing(formula, data)
     dm = formulae.design_matrices(rewritten, data, na_action="error", extra_namespace=_NAMESPACE)
     X = np.asarray(dm.common.design_matrix, dtype=float) if dm.common is not None else np.zeros((len(data), 0))
     fixed = tuple(_brms_name(label) for term in dm.common.terms.values() for label in term.labels) \
@@ -169,30 +206,11 @@ def parse_terms(formula: str, data: pd.DataFrame) -> FormulaTerms:
     if group is not None:
         g = data[group]
         levels = tuple(str(v) for v in sorted(pd.unique(g)))
-        if len(levels) < 2:
+        if len(levels) < min_levels:
             raise ValueError(f"grouping factor {group!r} has {len(levels)} level(s); group-level effects need "
                              "at least two groups")
         index = pd.Categorical(g.astype(str), categories=levels).codes.astype(np.int64)
-        # formulae splits (1 + x | g) into '1|g' and 'x|g'; terms written together form one block
-        written = [m.group(1) for m in _GROUP_TERM.finditer(rewritten)]
-        for expr in written:
-            block = []
-            parts = [p.strip() for p in expr.split("+")]
-            implicit = not any(p in ("0", "-1") for p in parts) and "1" not in parts
-            keys = (["1"] if "1" in parts or implicit else []) + [p for p in parts if p not in ("0", "1", "-1", "")]
-            for key in keys:
-                term = dm.group.terms[f"{key}|{group}"]
-                M = dm.group[f"{key}|{group}"]
-                M = M.toarray() if hasattr(M, "toarray") else np.asarray(M)
-                n_lev = len(term.groups)
-                cols = M.reshape(len(data), n_lev, -1).sum(axis=1)
-                labels = [lab.split("|")[0] for lab in term.labels[: cols.shape[1]]]
-                for j, lab in enumerate(labels):
-                    block.append(len(names))
-                    names.append("Intercept" if lab == "1" else _brms_name(lab))
-                    Z_cols.append(cols[:, j])
-            if block:
-                blocks.append(tuple(block))
+        Z_cols, names, blocks = _group_design(dm.group, rewritten, group, len(data))
         if len(set(names)) != len(names):
             raise ValueError(f"group terms of {group!r} name the same effect twice: {names}")
         if group in uncorrelated:
@@ -200,4 +218,92 @@ def parse_terms(formula: str, data: pd.DataFrame) -> FormulaTerms:
     Z = np.stack(Z_cols, axis=1) if Z_cols else np.zeros((len(data), 0))
     return FormulaTerms(formula=formula, response=dm.response.name, y=y[:, 0] if y.shape[1] == 1 else y, X=X,
                         fixed_names=fixed, group=group, levels=levels, group_index=index, Z=Z,
-                        group_names=tuple(names), blocks=tuple(blocks), dropped_rows=dropped)
+                        group_names=tuple(names), blocks=tuple(blocks), dropped_rows=dropped,
+                        trials=_trials(formula, data), design=dm)
+
+
+def _drop_missing(formula: str, data: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``data`` without the rows that miss a value in a used column (as brms, with a warning giving the count)."""
+    used = sorted(set(re.findall(r"[A-Za-z_.][\w.]*", formula)) & set(data.columns))
+    complete = data[used].notna().all(axis=1)
+    dropped = int((~complete).sum())
+    if dropped:
+        warnings.warn(f"Rows containing NAs were excluded from the model: {dropped} of {len(data)}", UserWarning,
+                      stacklevel=3)
+    data = data.loc[complete].reset_index(drop=True)
+    if len(data) == 0:
+        raise ValueError("no rows left after dropping rows with missing values in the used columns")
+    return data, dropped
+
+
+def _trials(formula: str, data: pd.DataFrame) -> np.ndarray | None:
+    """The trials of a binomial response per row (None when the formula gives none)."""
+    _, successes, n_trials, failures = _binomial_response(formula)
+    if n_trials is not None:
+        return np.full(len(data), float(n_trials)) if n_trials.isdigit() else data[n_trials].to_numpy(dtype=float)
+    if failures is not None:
+        return data[successes].to_numpy(dtype=float) + data[failures].to_numpy(dtype=float)
+    return None
+
+
+def _group_design(group_matrix, rewritten: str, group: str, n: int) -> tuple[list, list, list]:
+    """Z's columns, brms names and correlated blocks from ``formulae``'s group-specific matrices.
+
+    ``formulae`` splits ``(1 + x | g)`` into ``1|g`` and ``x|g``, each a matrix with one
+    column per level and coefficient; summed over the levels it is the coefficient's
+    column of Z.  Terms written together form one block.
+    """
+    Z_cols, names, blocks = [], [], []
+    for expr in [m.group(1) for m in _GROUP_TERM.finditer(rewritten)]:
+        block = []
+        parts = [p.strip() for p in expr.split("+")]
+        implicit = not any(p in ("0", "-1") for p in parts) and "1" not in parts
+        keys = (["1"] if "1" in parts or implicit else []) + [p for p in parts if p not in ("0", "1", "-1", "")]
+        for key in keys:
+            term = group_matrix.terms[f"{key}|{group}"]
+            M = group_matrix[f"{key}|{group}"]
+            M = M.toarray() if hasattr(M, "toarray") else np.asarray(M)
+            cols = M.reshape(n, len(term.groups), -1).sum(axis=1)
+            labels = [lab.split("|")[0] for lab in term.labels[: cols.shape[1]]]
+            for j, lab in enumerate(labels):
+                block.append(len(names))
+                names.append("Intercept" if lab == "1" else _brms_name(lab))
+                Z_cols.append(cols[:, j])
+        if block:
+            blocks.append(tuple(block))
+    return Z_cols, names, blocks
+
+
+def new_terms(terms: FormulaTerms, newdata: pd.DataFrame, *, min_levels: int = 1) -> FormulaTerms:
+    """``newdata`` through the design of ``terms``: its factor levels and ``scale()`` statistics, not newdata's own.
+
+    The grouping factor's levels are newdata's (levels the fit has not seen are new groups).
+
+    Raises:
+        ValueError: a column the formula uses is missing, a fixed-effect factor has a level the
+            fitted data did not have, or no rows are left after dropping missing values.
+    """
+    if not isinstance(newdata, pd.DataFrame):
+        raise TypeError(f"newdata must be a pandas DataFrame, got {type(newdata).__name__}")
+    if terms.design is None:
+        raise ValueError("these terms hold no design to apply to new data; parse the data with parse_terms")
+    _check_variables(terms.formula, newdata)
+    data, dropped = _drop_missing(terms.formula, newdata)
+    dm = terms.design
+    try:
+        X = np.asarray(dm.common.evaluate_new_data(data).design_matrix, dtype=float) if dm.common is not None \
+            else np.zeros((len(data), 0))
+    except ValueError as error:
+        raise ValueError(f"newdata: {error} (a factor level the fitted data did not have)") from error
+    levels = tuple(str(v) for v in sorted(pd.unique(data[terms.group])))
+    if len(levels) < min_levels:
+        raise ValueError(f"grouping factor {terms.group!r} has {len(levels)} level(s) in newdata")
+    index = pd.Categorical(data[terms.group].astype(str), categories=levels).codes.astype(np.int64)
+    # Z does not depend on the level: evaluate it with every row in one fitted level
+    rewritten = _rewrite(_binomial_response(terms.formula)[0])[0]
+    known = data.assign(**{terms.group: dm.group.terms[next(iter(dm.group.terms))].groups[0]})
+    Z_cols, names, _ = _group_design(dm.group.evaluate_new_data(known), rewritten, terms.group, len(data))
+    y = data[terms.response].to_numpy(dtype=float)
+    return dataclasses.replace(terms, y=y, X=X, levels=levels, group_index=index,
+                               Z=np.stack(Z_cols, axis=1).astype(float) if Z_cols else np.zeros((len(data), 0)),
+                               dropped_rows=dropped, trials=_trials(terms.formula, data))
