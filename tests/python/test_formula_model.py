@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
@@ -91,13 +92,50 @@ def test_lkj_normalizer_of_a_2x2_matrix_is_the_scaled_beta():
             math.gamma(eta) ** 2 / math.gamma(2 * eta)))
 
 
-def test_formulas_without_groups_or_with_binomial_are_refused_for_now():
+def test_formulas_without_groups_or_with_wrong_responses_are_refused():
     df = load_sleepstudy()
     with pytest.raises(ValueError, match="needs a group term"):
         FormulaModel(parse_terms("Reaction ~ Days", df))
     with pytest.raises(ValueError, match="family 'poisson' needs non-negative integer counts"):
         FormulaModel(parse_terms("Reaction ~ Days + (1 | Subject)", df.assign(Reaction=df.Reaction + 0.5)),
                      family="poisson")
+    counts = df.assign(s=df.Days, n=8)  # Days 9 > 8 trials in each of 18 subjects
+    with pytest.raises(ValueError, match="successes above trials in 18 row"):
+        FormulaModel(parse_terms("s | trials(n) ~ 1 + (1 | Subject)", counts), family="binomial")
+    with pytest.raises(ValueError, match=r"binomial' needs the number of trials"):
+        FormulaModel(parse_terms("s ~ 1 + (1 | Subject)", counts), family="binomial")
+    with pytest.raises(ValueError, match="only family 'binomial' reads"):
+        FormulaModel(parse_terms("s | trials(10) ~ 1 + (1 | Subject)", counts), family="poisson")
+
+
+def test_binomial_rows_carry_their_trials_and_match_scipy():
+    rng = np.random.default_rng(3)
+    d = pd.DataFrame({"g": np.repeat(list("abcdef"), 5), "x": rng.normal(size=30), "n": rng.integers(1, 20, 30)})
+    d["s"] = rng.binomial(d.n, 0.4)
+    m = FormulaModel(parse_terms("s | trials(n) ~ x + (1 | g)", d), family="binomial")
+    assert m.data_names == ("X:Intercept", "X:x", "Z:Intercept", "trials", "s")
+    assert m.parameter_names == ("b_Intercept", "b_x", "sd_g__Intercept")
+    batch = m.simulate(16, torch.Generator().manual_seed(2))
+    x, mask = batch["x"], batch["mask"] > 0
+    trials, y = x[..., 3][mask], x[..., 4][mask]
+    assert (y <= trials).all() and (y >= 0).all() and (y == y.round()).all()
+    assert set(trials.numpy().astype(int)) <= set(d.n)  # the trials of the user's rows
+    theta = m.sample_global(2, torch.Generator().manual_seed(1))
+    r = m.sample_local(theta, 6, torch.Generator().manual_seed(2))
+    xs = torch.as_tensor(np.stack(m.observed()), dtype=torch.float64)
+    ll = m.log_likelihood(theta[0], r[0], xs, torch.ones(xs.shape[:2], dtype=torch.float64)).numpy()
+    eta = theta[0, 0].item() + theta[0, 1].item() * xs[..., 1].numpy() + r[0, :, :1].numpy()
+    expected = stats.binom(xs[..., 3].numpy(), 1 / (1 + np.exp(-eta))).logpmf(xs[..., 4].numpy()).sum(1)
+    np.testing.assert_allclose(ll, expected, rtol=1e-6)
+
+
+def test_lognormal_default_priors_are_scaled_on_the_log_response():
+    from amortbayes.formula import default_prior
+
+    table = default_prior("Reaction ~ Days + (1 | Subject)", load_sleepstudy(), "lognormal").set_index("class")
+    # brms: student_t(3, median(log y), mad(log y)) floored at 2.5
+    assert table.loc["Intercept", "prior"] == "student_t(3, 5.7, 2.5)"
+    assert table.loc["sigma", "prior"] == "student_t(3, 0, 2.5)"
 
 
 def test_a_simulated_group_of_the_users_size_holds_one_users_group_rows(model):

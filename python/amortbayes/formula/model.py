@@ -10,7 +10,7 @@ For a formula ``y ~ X b + (Z | g)`` with family ``f`` (brms' parameterization):
 
 Global parameters are named as ``brms::as_draws_df`` names them (``b_Intercept``, ``b_Days``,
 ``sd_Subject__Intercept``, ``cor_Subject__Intercept__Days``, ``sigma``); local ones are
-``r_Subject[.,Intercept]`` per group.  A data set's rows are ``[X, Z, y]`` (and ``trials``
+``r_Subject[.,Intercept]`` per group.  A data set's rows are ``[X, Z, y]`` (``[X, Z, trials, y]``
 for binomial), so covariates travel with the data.  Designs are drawn like the user's: each
 simulated group takes the rows of one of the user's groups in random order (without
 replacement up to that group's size, cyclically beyond it; the group size is the one the
@@ -72,10 +72,13 @@ class FormulaModel(MultilevelModel):
             raise ValueError("FormulaModel needs a group term such as (1 | g); formulas without one are single-level")
         self.terms = terms
         self.family = get_family(family)
-        if self.family.name == "binomial":
-            raise ValueError("family 'binomial' (successes | trials(n)) is not built into formula models yet")
-        self.family.check_response(terms.y, None)
-        self.priors = combine_priors(priors, default_priors(terms, self.family.link), terms)
+        self.family.check_response(terms.y, terms.trials)
+        if terms.trials is not None and self.family.name != "binomial":
+            raise ValueError(f"the response gives trials (trials() or cbind()), which only family 'binomial' "
+                             f"reads; the family is {self.family.name!r}")
+        # binomial rows carry their number of trials as a covariate: [X, Z, trials, y]
+        self._trials = self.family.name == "binomial"
+        self.priors = combine_priors(priors, default_priors(terms, self.family.link, self.family.name == "lognormal"), terms)
         P, K = len(terms.fixed_names), len(terms.group_names)
         self.P, self.K = P, K
         g = terms.group
@@ -90,7 +93,7 @@ class FormulaModel(MultilevelModel):
         self.local_parameter_names = tuple(f"r_{g}[.,{n}]" for n in terms.group_names)
         self.local_parameter_support = ("real",) * K
         self.data_names = tuple(f"X:{n}" for n in terms.fixed_names) + tuple(f"Z:{n}" for n in terms.group_names) \
-            + (terms.response,)
+            + (("trials",) if self._trials else ()) + (terms.response,)
         self.gaussian_local_posterior = self.family.name == "gaussian"
         # the user's groups as padded design rows [X, Z] (the response left off), resampled by simulate_data
         design, mask = pad_datasets([g[:, :-1] for g in self.observed()])
@@ -224,16 +227,24 @@ class FormulaModel(MultilevelModel):
         order = keys.argsort(-1)
         pick = order.gather(-1, torch.arange(n_obs).expand(b, j, n_obs) % n_user[..., None])
         rows = self._user_design[user[..., None], pick]  # (b, j, n_obs, P + K)
-        eta = self._eta(theta_global.double(), theta_local.double(), rows.double())
-        y = self.family.simulate(eta, self._dpars(theta_global.double()), generator)
+        rows64 = rows.double()
+        eta = self._eta(theta_global.double(), theta_local.double(), rows64)
+        y = self.family.simulate(eta, self._dpars(theta_global.double()), generator, self._trials_of(rows64))
         return torch.cat([rows, y.float()[..., None]], -1)
 
     def pointwise_log_lik(self, theta_global, theta_local, x, mask) -> torch.Tensor:
         """``log p(y_ji | theta)`` of every row, shape ``x.shape[:-1]`` (0 on padded rows)."""
         eta = self._eta(theta_global, theta_local, x.to(theta_global.dtype))
         y = x[..., -1].to(theta_global.dtype)
-        ll = self.family.log_lik(torch.where(mask > 0, y, self._safe_y(y)), eta, self._dpars(theta_global))
+        trials = self._trials_of(x.to(theta_global.dtype))
+        if trials is not None:  # padded rows: 0 successes of 0 trials
+            trials = torch.where(mask > 0, trials, torch.zeros_like(trials))
+        ll = self.family.log_lik(torch.where(mask > 0, y, self._safe_y(y)), eta, self._dpars(theta_global), trials)
         return ll * mask
+
+    def _trials_of(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The trials column of binomial rows (None for the other families)."""
+        return x[..., self.P + self.K] if self._trials else None
 
     def log_likelihood(self, theta_global, theta_local, x, mask) -> torch.Tensor:
         return self.pointwise_log_lik(theta_global, theta_local, x, mask).sum(-1)
@@ -251,13 +262,21 @@ class FormulaModel(MultilevelModel):
 
     def observed_frame(self, terms: FormulaTerms | None = None) -> pd.DataFrame:
         """The user's data (or ``terms`` of new data) as the long frame ``prepare_multilevel`` reads."""
+        frame = pd.DataFrame(self._rows(terms), columns=list(self.data_names))
         t = self.terms if terms is None else terms
-        frame = pd.DataFrame(np.column_stack([t.X, t.Z, t.y]), columns=list(self.data_names))
         frame[t.group] = pd.Categorical(np.asarray(t.levels)[t.group_index], categories=list(t.levels))
         return frame
 
     def observed(self, terms: FormulaTerms | None = None) -> list[np.ndarray]:
         """The user's data (or ``terms``') as one ``(N_j, F)`` array per group, in level order (rows ``[X, Z, y]``)."""
         t = self.terms if terms is None else terms
-        rows = np.column_stack([t.X, t.Z, t.y]).astype(np.float32)
+        rows = self._rows(terms).astype(np.float32)
         return [rows[t.group_index == j] for j in range(len(t.levels))]
+
+    def _rows(self, terms: FormulaTerms | None = None) -> np.ndarray:
+        """``(N, F)`` data rows ``[X, Z, (trials), y]`` of the model's data or of ``terms``."""
+        t = self.terms if terms is None else terms
+        if self._trials and t.trials is None:
+            raise ValueError("family 'binomial' needs the number of trials: 'successes | trials(n) ~ ...'")
+        extra = [t.trials] if self._trials else []
+        return np.column_stack([t.X, t.Z, *extra, t.y])

@@ -165,9 +165,14 @@ def _round1(v: float) -> float:
     return float(np.round(v, 1))
 
 
-def default_priors(terms, link: str = "identity") -> list[Prior]:
-    """The proper data-scaled defaults for a :class:`~amortbayes.formula.terms.FormulaTerms` (see the module docstring)."""
+def default_priors(terms, link: str = "identity", log_response: bool = False) -> list[Prior]:
+    """The proper data-scaled defaults for a :class:`~amortbayes.formula.terms.FormulaTerms` (see the module docstring).
+
+    ``log_response``: the family models ``log(y)`` (lognormal), so the scales are read off ``log(y)``, as brms does.
+    """
     y = np.asarray(terms.y, dtype=float)
+    if log_response:
+        y = np.log(y)
     if link == "identity":
         loc, scale = _round1(np.median(y)), _round1(max(2.5, r_mad(y)))
         s_y = float(np.std(y, ddof=1)) if len(y) > 1 else 1.0
