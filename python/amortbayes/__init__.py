@@ -8,7 +8,7 @@ from amortbayes.amortizers import (
     PosteriorSettings,
     summarize_draws,
 )
-from amortbayes.formula import AmortizedFit, amortize, prior
+from amortbayes.formula import AmortizedFit, amortize, default_prior, prior
 from amortbayes.io import load, save
 from amortbayes.networks import FlowSettings
 from amortbayes.simulation import Batch, FlatModel, ModelInfo, MultilevelModel, Simulator
@@ -31,6 +31,7 @@ __all__ = [
     "TrainingDiverged",
     "__version__",
     "amortize",
+    "default_prior",
     "fit",
     "load",
     "prior",

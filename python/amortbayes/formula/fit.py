@@ -19,7 +19,7 @@ import pandas as pd
 from amortbayes.formula.model import FormulaModel
 from amortbayes.formula.priors import Prior
 from amortbayes.formula.priors import prior as make_prior
-from amortbayes.formula.terms import parse_terms
+from amortbayes.formula.terms import new_terms, parse_terms
 from amortbayes.simulation import pad_datasets
 
 FIT_SPEC, FIT_DATA = "formula.json", "data.csv"
@@ -90,17 +90,11 @@ class AmortizedFit:
         """The posterior for new data of the same formula, without training (brms' ``update(newdata=)``).
 
         Raises:
-            ValueError: new data whose design has other columns (a factor level the training
-                data did not have, or one it lacks), or any error of :func:`parse_terms`.
+            ValueError: new data with a fixed-effect factor level the training data did not
+                have, or any error of :func:`~amortbayes.formula.terms.new_terms`.
         """
-        t = self.terms
-        new = parse_terms(t.formula, newdata)
-        if new.fixed_names != t.fixed_names or new.group_names != t.group_names:
-            extra = sorted(set(new.fixed_names + new.group_names) - set(t.fixed_names + t.group_names))
-            lacking = sorted(set(t.fixed_names + t.group_names) - set(new.fixed_names + new.group_names))
-            raise ValueError(f"newdata's design differs from the trained one: new column(s) {extra} (a factor level "
-                             f"the training data did not have), missing {lacking}")
-        self.model.family.check_response(new.y, None)
+        new = new_terms(self.model.terms, newdata, min_levels=2)
+        self.model.family.check_response(new.y, new.trials)
         return _draw(self.model, self.amortizer, newdata, self.method, draws, seed, self.history, new)
 
     def save(self, path: str | Path, *, key: dict | None = None) -> Path:
@@ -170,6 +164,57 @@ class AmortizedFit:
                 "max_khat": totals["max_khat"], "n_khat_above_0.7": totals["n_khat_above_0.7"],
                 "pointwise": pointwise}
 
+    def logo(self, n: int = 1000, *, seed: int = 0, progress: bool = False) -> pd.DataFrame:
+        """Leave-one-group-out ELPD of every level, without refitting (``MultilevelAmortizer.logo``)."""
+        return self.amortizer.logo(self.model.observed_frame(self.data_terms), self.model, n=n, seed=seed,
+                                   progress=progress, group=self.model.terms.group)
+
+    def posterior_predict(self, newdata: pd.DataFrame | None = None, *, seed: int = 0,
+                          allow_new_levels: bool = True) -> np.ndarray:
+        """``(draws, rows)`` posterior predictive responses (brms' ``posterior_predict``); new levels from the population."""
+        from amortbayes.formula.predict import posterior_predict
+
+        return posterior_predict(self, newdata, seed=seed, allow_new_levels=allow_new_levels)
+
+    def posterior_epred(self, newdata: pd.DataFrame | None = None, *, seed: int = 0,
+                        allow_new_levels: bool = True) -> np.ndarray:
+        """``(draws, rows)`` expected responses (brms' ``posterior_epred``)."""
+        from amortbayes.formula.predict import posterior_epred
+
+        return posterior_epred(self, newdata, seed=seed, allow_new_levels=allow_new_levels)
+
+    def predict(self, newdata: pd.DataFrame | None = None, *, seed: int = 0,
+                allow_new_levels: bool = True) -> pd.DataFrame:
+        """brms' ``predict``: Estimate, Est.Error, Q2.5, Q97.5 of the posterior predictive per row."""
+        from amortbayes.formula.predict import predict_summary
+
+        return predict_summary(self.posterior_predict(newdata, seed=seed, allow_new_levels=allow_new_levels))
+
+    def fitted(self, newdata: pd.DataFrame | None = None, *, seed: int = 0,
+               allow_new_levels: bool = True) -> pd.DataFrame:
+        """brms' ``fitted``: the same table for the expected response."""
+        from amortbayes.formula.predict import predict_summary
+
+        return predict_summary(self.posterior_epred(newdata, seed=seed, allow_new_levels=allow_new_levels))
+
+    def sbc(self, n_sims: int = 200, n_draws: int = 200, *, alpha: float = 0.01, seed: int = 2024):
+        """Simulation-based calibration of the amortizer on its own model (:func:`~amortbayes.formula.checks.sbc`)."""
+        from amortbayes.formula.checks import sbc
+
+        return sbc(self, n_sims, n_draws, alpha=alpha, seed=seed)
+
+    def compare_stan(self, **kwargs: Any) -> pd.DataFrame:
+        """Stan's fit of the same model beside these draws (:func:`~amortbayes.formula.checks.compare_stan`)."""
+        from amortbayes.formula.checks import compare_stan
+
+        return compare_stan(self, **kwargs)
+
+    def to_arviz(self):
+        """ArviZ ``InferenceData`` of the draws, log likelihood and data (needs arviz)."""
+        from amortbayes.formula.checks import to_arviz
+
+        return to_arviz(self)
+
     def summary(self) -> dict[str, pd.DataFrame]:
         """brms' summary blocks: ``population`` (b_), ``group`` (sd_, cor_) and ``family`` (sigma, nu, shape)."""
         d = self.draws()
@@ -210,6 +255,20 @@ def _summarize(d: pd.DataFrame, quantile_names: bool = False) -> pd.DataFrame:
     lo, hi = ("Q2.5", "Q97.5") if quantile_names else ("l-95% CI", "u-95% CI")
     return pd.DataFrame({"Estimate": d.mean(), "Est.Error": d.std(ddof=1), lo: d.quantile(0.025),
                          hi: d.quantile(0.975)})
+
+
+def default_prior(formula: str, data: pd.DataFrame, family: str = "gaussian",
+                  prior: list[Prior] | None = None) -> pd.DataFrame:
+    """The priors ``amortize`` would use, as brms' ``default_prior`` table (prior, class, coef, group, lb, source).
+
+    Example:
+        >>> from amortbayes.data import load_sleepstudy
+        >>> default_prior("Reaction ~ Days + (Days | Subject)", load_sleepstudy())["class"].tolist()
+        ['Intercept', 'b', 'sd', 'cor', 'sigma']
+    """
+    from amortbayes.formula.priors import prior_table
+
+    return prior_table(FormulaModel(parse_terms(formula, data), family, prior).priors)
 
 
 def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: list[Prior] | None = None, *,
