@@ -22,6 +22,13 @@ EXPECTED = {
     ),
     "radon": ((919, 4), ["log_radon", "floor", "county", "log_uranium"], "county", 85),
     "chickweight": ((578, 4), ["weight", "Time", "Chick", "Diet"], "Chick", 50),
+    "cbpp": ((56, 4), ["herd", "incidence", "size", "period"], "herd", 15),
+    "epilepsy": (
+        (236, 7),
+        ["count", "Trt", "zAge", "zBase", "visit", "patient", "obs"],
+        "patient",
+        59,
+    ),
 }
 
 
@@ -112,6 +119,53 @@ def test_chickweight_facts():
     diets = df.groupby("Chick", observed=True)["Diet"].first().value_counts().sort_index()
     assert list(diets) == [20, 10, 10, 10]
     assert set(df["Time"]) == set(range(0, 21, 2)) | {21}
+
+
+def test_cbpp_facts():
+    df = abd.load_cbpp()
+    assert df["incidence"].dtype == np.int64 and df["size"].dtype == np.int64
+    assert isinstance(df["period"].dtype, pd.CategoricalDtype)
+    assert list(df["period"].cat.categories) == ["1", "2", "3", "4"]
+    assert list(df["herd"].cat.categories[:3]) == ["1", "2", "3"]
+    assert (df["incidence"] <= df["size"]).all()
+    # totals computed in R: sum(cbpp$incidence), sum(cbpp$size)
+    assert df["incidence"].sum() == 99
+    assert df["size"].sum() == 842
+    assert df["size"].min() == 2 and df["size"].max() == 34
+    assert list(df.groupby("period", observed=True).size()) == [15, 14, 14, 13]
+    assert list(df.groupby("period", observed=True)["incidence"].sum()) == [61, 17, 14, 7]
+    sizes = df.groupby("herd", observed=True).size()
+    assert sizes["8"] == 1 and sizes["2"] == 3 and (sizes == 4).sum() == 13
+    first = df.iloc[0]
+    assert (first["herd"], first["incidence"], first["size"], first["period"]) == ("1", 2, 14, "1")
+
+
+def test_epilepsy_facts():
+    df = abd.load_epilepsy()
+    for col in ("count", "Trt", "visit"):
+        assert df[col].dtype == np.int64, col
+    assert df["zAge"].dtype == np.float64 and df["zBase"].dtype == np.float64
+    assert isinstance(df["obs"].dtype, pd.CategoricalDtype)
+    assert list(df["obs"]) == [str(i) for i in range(1, 237)]
+    assert (df.groupby("patient", observed=True).size() == 4).all()
+    assert (df.groupby("patient", observed=True)["visit"].apply(sorted)
+            .map(lambda v: v == [1, 2, 3, 4])).all()
+    # Trt and zBase are patient-level: constant within patient
+    assert (df.groupby("patient", observed=True)[["Trt", "zBase", "zAge"]].nunique() == 1).all().all()
+    assert list(df.groupby("patient", observed=True)["Trt"].first().value_counts().sort_index()) == [28, 31]
+    # totals computed in R: sum(epilepsy$count), tapply(count, Trt, sum), tapply(count, visit, sum)
+    assert df["count"].sum() == 1948
+    assert list(df.groupby("Trt")["count"].sum()) == [961, 987]
+    assert list(df.groupby("visit")["count"].sum()) == [528, 493, 496, 431]
+    assert df["count"].min() == 0 and (df["count"] == 0).sum() == 23
+    top = df.loc[df["count"].idxmax()]
+    assert (top["count"], top["patient"], top["visit"]) == (102, "49", 1)
+    # zAge, zBase are R's scale() over the 236 rows
+    for col in ("zAge", "zBase"):
+        assert df[col].mean() == pytest.approx(0.0, abs=1e-12)
+        assert df[col].std(ddof=1) == pytest.approx(1.0, abs=1e-12)
+    assert df["zAge"].iloc[0] == pytest.approx(0.424995011807687, abs=1e-14)
+    assert df["zBase"].iloc[0] == pytest.approx(-0.757172824717557, abs=1e-14)
 
 
 def test_provenance_sha256_matches_shipped_csvs():

@@ -14,6 +14,8 @@ __all__ = [
     "load_speed_acc",
     "load_radon",
     "load_chickweight",
+    "load_cbpp",
+    "load_epilepsy",
 ]
 
 # Group columns are returned as pandas ``category`` dtype whose categories are
@@ -155,8 +157,77 @@ def load_chickweight() -> pd.DataFrame:
     return df
 
 
+def load_cbpp() -> pd.DataFrame:
+    """Contagious bovine pleuropneumonia in Ethiopian zebu herds (lme4 ``cbpp``).
+
+    Source: R package lme4 (Debian ``r-cran-lme4`` 1.1-31-1), data from
+    Lesnoff et al. (2004), Preventive Veterinary Medicine 64, 27-40. See
+    ``PROVENANCE.md``. For binomial GLMMs such as
+    ``incidence | trials(size) ~ period + (1 | herd)``.
+
+    Shape ``(56, 4)``: 15 herds followed over up to 4 periods (13 herds
+    have all 4, herd 2 has 3, herd 8 has 1), no missing values.
+
+    Columns:
+        herd (category of str): herd id, 15 levels "1".."15" (numeric order,
+            as in lme4).
+        incidence (int64): new serological cases in the herd and period
+            (0..12; 99 in total).
+        size (int64): herd size at the start of the period (2..34; 842 in
+            total), the number of binomial trials.
+        period (category of str): period "1".."4" (a factor, as in lme4).
+    """
+    df = _read_csv("cbpp.csv", str_cols=("herd", "period"))
+    df["incidence"] = df["incidence"].astype("int64")
+    df["size"] = df["size"].astype("int64")
+    df["herd"] = df["herd"].astype(_numeric_label_dtype(df["herd"]))
+    df["period"] = df["period"].astype(_numeric_label_dtype(df["period"]))
+    return df
+
+
+def load_epilepsy() -> pd.DataFrame:
+    """Epileptic seizure counts in a progabide trial (brms ``epilepsy``).
+
+    Source: R package brms (Debian ``r-cran-brms`` 2.18.0-1), data from
+    Thall & Vail (1990), Biometrics 46, 657-671 (the progabide trial of
+    Leppik et al., 1987). See ``PROVENANCE.md``. For Poisson or negative
+    binomial GLMMs such as ``count ~ zAge + zBase * Trt + (1 | patient)``.
+
+    Shape ``(236, 7)``: 59 patients x 4 visits, no missing values. Rows are
+    in brms' order: visit 1 of patients 1..59, then visit 2, and so on.
+    brms' ``Age`` and ``Base`` columns are not shipped (``zAge`` and
+    ``zBase`` are their standardized versions).
+
+    Columns:
+        count (int64): seizures in the two weeks before the visit (0..102;
+            1948 in total).
+        Trt (int64): treatment indicator, 0 = placebo (28 patients),
+            1 = progabide (31 patients); an integer, not a category, so a
+            formula uses it as a 0/1 covariate (the same design as R's
+            treatment coding of brms' factor).
+        zAge (float64): standardized age (mean 0, SD 1 over the rows).
+        zBase (float64): standardized seizure count in the 8-week baseline
+            period (mean 0, SD 1 over the rows).
+        visit (int64): visit number, 1..4.
+        patient (category of str): patient id, 59 levels "1".."59" (numeric
+            order, as in brms).
+        obs (category of str): observation id, 236 levels "1".."236" (the
+            row number), for an observation-level effect ``(1 | obs)``.
+    """
+    df = _read_csv("epilepsy.csv", str_cols=("patient", "obs"))
+    for col in ("count", "Trt", "visit"):
+        df[col] = df[col].astype("int64")
+    for col in ("zAge", "zBase"):
+        df[col] = df[col].astype("float64")
+    df["patient"] = df["patient"].astype(_numeric_label_dtype(df["patient"]))
+    df["obs"] = df["obs"].astype(_numeric_label_dtype(df["obs"]))
+    return df
+
+
 _LOADERS: dict[str, Callable[[], pd.DataFrame]] = {
+    "cbpp": load_cbpp,
     "chickweight": load_chickweight,
+    "epilepsy": load_epilepsy,
     "radon": load_radon,
     "sleepstudy": load_sleepstudy,
     "speed_acc": load_speed_acc,

@@ -3,8 +3,8 @@
 # Run once from the repository root:
 #     Rscript python/amortbayes/data/export_data.R
 #
-# Needs R and the Debian packages r-cran-lme4, r-cran-rtdists and
-# r-cran-rstanarm (ChickWeight is in base R's 'datasets').  The script only
+# Needs R and the Debian packages r-cran-lme4, r-cran-rtdists,
+# r-cran-rstanarm and r-cran-brms (ChickWeight is in base R's 'datasets').  The script only
 # reads data objects shipped with those packages; it fits nothing.  Output is
 # deterministic (no randomness), so re-running it reproduces the CSVs and the
 # sha256 sums recorded in PROVENANCE.md.  See PROVENANCE.md for the rationale
@@ -83,3 +83,42 @@ chick <- data.frame(
 )
 stopifnot(nrow(chick) == 578, length(unique(chick$Chick)) == 50)
 write_out(chick, "chickweight.csv")
+
+## 5. cbpp (lme4): contagious bovine pleuropneumonia, Lesnoff et al. (2004) --
+## Binomial GLMM check: incidence | trials(size) ~ period + (1 | herd).
+data("cbpp", package = "lme4")
+stopifnot(all(cbpp$incidence == round(cbpp$incidence)), all(cbpp$size == round(cbpp$size)))
+cb <- data.frame(
+  herd = as.character(cbpp$herd),
+  incidence = as.integer(cbpp$incidence),
+  size = as.integer(cbpp$size),
+  period = as.character(cbpp$period)
+)
+stopifnot(nrow(cb) == 56, length(unique(cb$herd)) == 15, all(cb$incidence <= cb$size),
+          sum(cb$incidence) == 99, sum(cb$size) == 842)
+write_out(cb, "cbpp.csv")
+
+## 6. epilepsy (brms): seizure counts, Thall & Vail (1990) ------------------
+## Poisson/negbinomial GLMM check: count ~ zAge + zBase * Trt + (1 | patient).
+## Trt is written as the integer 0 (placebo) / 1 (progabide), so that it
+## enters a formula as a numeric indicator (same design as R's treatment
+## coding of the brms factor).  Age and Base are left out: zAge and zBase are
+## brms' scale(Age) and scale(Base) over the 236 rows.
+data("epilepsy", package = "brms")
+stopifnot(all(epilepsy$count == round(epilepsy$count)),
+          isTRUE(all.equal(epilepsy$zAge, as.numeric(scale(epilepsy$Age)))),
+          isTRUE(all.equal(epilepsy$zBase, as.numeric(scale(epilepsy$Base)))))
+epi <- data.frame(
+  count = as.integer(epilepsy$count),
+  Trt = as.integer(as.character(epilepsy$Trt)),
+  zAge = epilepsy$zAge,
+  zBase = epilepsy$zBase,
+  visit = as.integer(as.character(epilepsy$visit)),
+  patient = as.character(epilepsy$patient),
+  obs = as.character(epilepsy$obs)
+)
+stopifnot(nrow(epi) == 236, length(unique(epi$patient)) == 59,
+          length(unique(epi$obs)) == 236, all(table(epi$patient) == 4),
+          all(tapply(epi$Trt, epi$patient, function(x) length(unique(x))) == 1),
+          sum(epi$count) == 1948)
+write_out(epi, "epilepsy.csv")
