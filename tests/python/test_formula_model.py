@@ -155,3 +155,11 @@ def test_a_design_column_constant_in_training_does_not_flag_its_own_value():
     observed = x[:1].double() * (1 + 1e-7)
     assert r.outside(observed.float(), torch.ones(1, 10)) == []
     assert r.outside(x[:1] * torch.tensor([1.01, 1.0]), torch.ones(1, 10))  # a 1 % different design is flagged
+
+
+def test_a_singular_group_covariance_has_zero_prior_density_not_an_error(model):
+    theta = model.sample_global(2, torch.Generator().manual_seed(0))
+    theta[1, 4] = 1.0 + 1e-6  # |cor| at 1 (beyond it by rounding): an adaptive proposal reaches it in floats
+    r = torch.zeros(2, 3, 2, dtype=theta.dtype)
+    lp = model.local_log_prior(theta, r)
+    assert torch.isfinite(lp[0]).all() and torch.isneginf(lp[1]).all()

@@ -78,7 +78,8 @@ class FormulaModel(MultilevelModel):
                              f"reads; the family is {self.family.name!r}")
         # binomial rows carry their number of trials as a covariate: [X, Z, trials, y]
         self._trials = self.family.name == "binomial"
-        self.priors = combine_priors(priors, default_priors(terms, self.family.link, self.family.name == "lognormal"), terms)
+        self.priors = combine_priors(priors, default_priors(terms, self.family.link, self.family.name == "lognormal",
+                                                             self.family.dpars), terms)
         P, K = len(terms.fixed_names), len(terms.group_names)
         self.P, self.K = P, K
         g = terms.group
@@ -188,21 +189,28 @@ class FormulaModel(MultilevelModel):
         return lp
 
     # -- group effects ------------------------------------------------------------------------------------------
-    def _scale_tril(self, theta_global: torch.Tensor) -> torch.Tensor:
+    def _scale_tril(self, theta_global: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cholesky factor of the group effects' covariance, and where it has none (a correlation at +-1 in floats)."""
         P, K = self.P, self.K
         sd = theta_global[..., P: P + K]
         cov = sd[..., :, None] * self._omega(theta_global) * sd[..., None, :]
-        return torch.linalg.cholesky(cov + 1e-12 * torch.eye(K, dtype=cov.dtype))
+        eye = torch.eye(K, dtype=cov.dtype)
+        L, info = torch.linalg.cholesky_ex(cov + 1e-12 * eye)
+        bad = info > 0
+        return torch.where(bad[..., None, None], eye, L), bad
 
     def sample_local(self, theta_global, n_groups, generator=None) -> torch.Tensor:
         z = torch.randn(*theta_global.shape[:-1], n_groups, self.K, generator=generator, dtype=theta_global.dtype)
-        return torch.einsum("...ab,...jb->...ja", self._scale_tril(theta_global), z)
+        return torch.einsum("...ab,...jb->...ja", self._scale_tril(theta_global)[0], z)
 
     def local_log_prior(self, theta_global, theta_local) -> torch.Tensor:
-        L = self._scale_tril(theta_global)[..., None, :, :]
+        """``log MVN(r_j | 0, Sigma)`` per group; ``-inf`` where Sigma is singular (an adaptive proposal at |cor| = 1)."""
+        L, bad = self._scale_tril(theta_global)
+        L = L[..., None, :, :]
         z = torch.linalg.solve_triangular(L, theta_local[..., None], upper=False)[..., 0]
         logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-        return -0.5 * (z * z).sum(-1) - logdet - 0.5 * self.K * math.log(2 * math.pi)
+        lp = -0.5 * (z * z).sum(-1) - logdet - 0.5 * self.K * math.log(2 * math.pi)
+        return torch.where(bad[..., None], torch.full_like(lp, -math.inf), lp)
 
     # -- data ---------------------------------------------------------------------------------------------------
     def _eta(self, theta_global, theta_local, x):
