@@ -121,3 +121,33 @@ def test_new_data_go_through_the_fitted_levels_and_scale(df):
     assert new.levels == ("s1",) and new.fixed_names == t.fixed_names
     with pytest.raises(ValueError, match=r"levels \(d\) in 'f' are not present"):
         new_terms(t, df.assign(f="d"))
+
+
+def test_each_group_term_is_its_own_model_matrix_as_lme4_builds_it(df):
+    # (0 + f | g) next to (1 | g): its own model.matrix(~ 0 + f), fa fb fc (not reduced by the other term's intercept)
+    t = parse_terms("y ~ x + (1 | g) + (0 + f | g)", df)
+    assert t.group_names == ("Intercept", "fa", "fb", "fc") and t.blocks == ((0,), (1, 2, 3))
+    np.testing.assert_allclose(t.Z, np.column_stack([np.ones(6), pd.get_dummies(df.f).to_numpy(dtype=float)]))
+    # (1 + x:f | g): model.matrix(~ 1 + x:f) has x:fa x:fb x:fc
+    assert parse_terms("y ~ x + (1 + x:f | g)", df).group_names == ("Intercept", "x:fa", "x:fb", "x:fc")
+    assert parse_terms("y ~ x + (x - 1 | g)", df).group_names == ("x",)
+    # a || term next to a | term of the same factor leaves the | term's block correlated
+    assert parse_terms("y ~ x + (1 + x | g) + (0 + z || g)", df).blocks == ((0, 1), (2,))
+
+
+def test_transforms_inside_group_terms_are_group_terms(df):
+    t = parse_terms("y ~ x + (1 + log(x) | g)", df)  # was read as no group term at all
+    assert t.group == "g" and t.group_names == ("Intercept", "logx") and t.blocks == ((0, 1),)
+    np.testing.assert_allclose(t.Z, np.column_stack([np.ones(6), np.log(df.x)]))
+    t = parse_terms("y ~ x + (scale(x) || g)", df)
+    assert t.group_names == ("Intercept", "scalex") and t.blocks == ((0,), (1,))
+    np.testing.assert_allclose(t.Z[:, 1], (df.x - 3.5) / np.std(np.arange(1, 7), ddof=1))
+    assert parse_terms("y ~ I(x^2) + (1 + I(x^2) | g)", df).group_names == ("Intercept", "IxE2")
+
+
+def test_new_data_scale_group_terms_by_the_fitted_statistics(df):
+    from amortbayes.formula.terms import new_terms
+
+    t = parse_terms("y ~ x + (1 + scale(x) | g)", df)
+    new = new_terms(t, df.iloc[[2]])
+    np.testing.assert_allclose(new.Z, [[1.0, (3.0 - 3.5) / np.std(np.arange(1, 7), ddof=1)]])

@@ -5,8 +5,10 @@ mixed-model formula package); this module only adds what brms users expect on to
 
 * brms' coefficient names: ``Intercept``, ``x``, ``fb`` (factor ``f`` at level ``b``,
   treatment coding), ``x:fb``; group terms as ``sd_g__x`` / ``r_g[level,x]``;
-* ``(x || g)`` (uncorrelated group effects), which ``formulae`` does not parse, rewritten to
-  ``(1 | g) + (0 + x | g)`` before parsing and remembered as uncorrelated;
+* group terms ``(expr | g)`` as lme4 builds them: each term's columns are the model matrix
+  of its own ``expr`` (``(1 | g) + (0 + f | g)`` gives ``fa fb fc`` in the second term,
+  transforms such as ``(1 + log(x) | g)`` work); ``(expr || g)`` (uncorrelated, which
+  ``formulae`` does not parse) takes the same columns with one block per column, as brms;
 * R's ``scale(x)`` (centred and divided by the *sample* SD, as ``model.matrix`` does;
   ``formulae``'s own ``scale`` divides by the population SD) and R's ``I(x^2)``;
 * one grouping factor, with a clear error that names crossed ``(1|a) + (1|b)`` and nested
@@ -47,8 +49,6 @@ class _RScale:
 
 
 _NAMESPACE = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt, "log1p": np.log1p, _R_SCALE: _RScale}
-_DOUBLE_BAR = re.compile(r"\(([^()|]*)\|\|([^()|]*)\)")
-_GROUP_TERM = re.compile(r"\(([^()|]*)\|([^()|]*)\)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +74,7 @@ class FormulaTerms:
             ``s + f`` of ``cbind(s, f)``); None otherwise.
         design: the ``formulae`` design matrices of the data the formula was parsed on (their
             factor levels and ``scale()`` statistics are what :func:`new_terms` applies to new data).
+        group_design: the ``formulae`` model matrix of each group term's expression, likewise.
     """
 
     formula: str
@@ -90,6 +91,7 @@ class FormulaTerms:
     dropped_rows: int
     trials: np.ndarray | None = None
     design: object = dataclasses.field(default=None, repr=False, compare=False)
+    group_design: tuple = dataclasses.field(default=(), repr=False, compare=False)
 
     @property
     def correlated(self) -> bool:
@@ -106,23 +108,42 @@ def _brms_name(label: str) -> str:
     return name
 
 
-def _rewrite(formula: str) -> tuple[str, set[str]]:
-    """R spellings -> formulae's: ``||`` terms split, ``scale`` -> R's scale, ``^`` inside ``I()`` -> ``**``."""
-    uncorrelated: set[str] = set()
+def _rewrite(formula: str) -> str:
+    """R spellings -> formulae's: ``scale`` -> R's scale, ``^`` inside ``I()`` -> ``**``."""
+    out = re.sub(r"\bscale\(", _R_SCALE + "(", formula)
+    return re.sub(r"I\(([^()]*)\)", lambda m: "I(" + m.group(1).replace("^", "**") + ")", out)
 
-    def split(m: re.Match) -> str:
-        expr, group = m.group(1).strip(), m.group(2).strip()
-        uncorrelated.add(group)
-        parts = [p.strip() for p in expr.split("+") if p.strip()]
-        has_intercept = not any(p in ("0", "-1") for p in parts) and "- 1" not in expr
-        terms = [f"(1 | {group})"] if has_intercept else []
-        terms += [f"(0 + {p} | {group})" for p in parts if p not in ("0", "1", "-1")]
-        return " + ".join(terms)
 
-    out = _DOUBLE_BAR.sub(split, formula)
-    out = re.sub(r"\bscale\(", _R_SCALE + "(", out)
-    out = re.sub(r"I\(([^()]*)\)", lambda m: "I(" + m.group(1).replace("^", "**") + ")", out)
-    return out, uncorrelated
+def _bars(rhs: str) -> list[tuple[int, int, str, str, bool]]:
+    """The bracketed group terms of a formula's right-hand side: (start, end, expr, group, uncorrelated).
+
+    Brackets inside a term are matched, so ``(1 + log(x) | g)`` is one term with ``expr`` ``1 + log(x)``.
+    """
+    out, depth, start = [], 0, 0
+    for i, c in enumerate(rhs):
+        if c == "(":
+            start, depth = (i, 1) if depth == 0 else (start, depth + 1)
+        elif c == ")" and depth > 0:
+            depth -= 1
+            if depth == 0 and (start == 0 or not re.match(r"[\w.]", rhs[start - 1])):  # not a call such as I(...)
+                inner, level = rhs[start + 1:i], 0
+                for k, ch in enumerate(inner):
+                    level += (ch == "(") - (ch == ")")
+                    if ch == "|" and level == 0:
+                        double = inner[k + 1: k + 2] == "|"
+                        out.append((start, i + 1, inner[:k].strip(), inner[k + 1 + double:].strip(), double))
+                        break
+    return out
+
+
+def _nobars(formula: str) -> str:
+    """The formula without its group terms (lme4's ``nobars``): ``y ~ x + (x | g)`` -> ``y ~ x``."""
+    lhs, rhs = formula.split("~", 1)
+    for start, end, *_ in reversed(_bars(rhs)):
+        rhs = rhs[:start] + " " + rhs[end:]
+    rhs = re.sub(r"\+\s*-", "-", re.sub(r"\+(\s*\+)+", "+", rhs)).strip()
+    rhs = re.sub(r"^\+|\+$", "", rhs).strip() or "1"
+    return f"{lhs.strip()} ~ {rhs}"
 
 
 _NAME = r"[A-Za-z_.][\w.]*"
@@ -188,19 +209,19 @@ def parse_terms(formula: str, data: pd.DataFrame, *, min_levels: int = 2) -> For
         raise ValueError("data has no rows")
     plain, successes, n_trials, failures = _binomial_response(formula)
     _check_variables(formula, data)
-    rewritten, uncorrelated = _rewrite(plain)
-    groups = {m.group(2).strip() for m in _GROUP_TERM.finditer(rewritten)}
+    bars = _bars(plain.split("~", 1)[1])
+    groups = {group for *_, group, _ in bars}
     if len(groups) > 1:
         raise ValueError(f"crossed group terms of {sorted(groups)} are not supported yet (formula {formula!r}); "
                          "one grouping factor per model for now")
     data, dropped = _drop_missing(formula, data)
-    dm = formulae.design_matrices(rewritten, data, na_action="error", extra_namespace=_NAMESPACE)
+    dm = formulae.design_matrices(_rewrite(_nobars(plain)), data, na_action="error", extra_namespace=_NAMESPACE)
     X = np.asarray(dm.common.design_matrix, dtype=float) if dm.common is not None else np.zeros((len(data), 0))
     fixed = tuple(_brms_name(label) for term in dm.common.terms.values() for label in term.labels) \
         if dm.common is not None else ()
     y = np.asarray(dm.response.design_matrix, dtype=float).reshape(len(data), -1)
     group = next(iter(groups)) if groups else None
-    Z_cols, names, blocks = [], [], []
+    Z_cols, names, blocks, group_designs = [], [], [], ()
     levels: tuple[str, ...] = ()
     index = np.zeros(len(data), dtype=np.int64)
     if group is not None:
@@ -210,16 +231,16 @@ def parse_terms(formula: str, data: pd.DataFrame, *, min_levels: int = 2) -> For
             raise ValueError(f"grouping factor {group!r} has {len(levels)} level(s); group-level effects need "
                              "at least two groups")
         index = pd.Categorical(g.astype(str), categories=levels).codes.astype(np.int64)
-        Z_cols, names, blocks = _group_design(dm.group, rewritten, group, len(data))
+        group_designs = tuple(formulae.design_matrices(_rewrite(expr), data, na_action="error",
+                                                       extra_namespace=_NAMESPACE).common for *_, expr, _, _ in bars)
+        Z_cols, names, blocks = _group_design(group_designs, [double for *_, double in bars])
         if len(set(names)) != len(names):
             raise ValueError(f"group terms of {group!r} name the same effect twice: {names}")
-        if group in uncorrelated:
-            blocks = [(k,) for b in blocks for k in b]
     Z = np.stack(Z_cols, axis=1) if Z_cols else np.zeros((len(data), 0))
     return FormulaTerms(formula=formula, response=dm.response.name, y=y[:, 0] if y.shape[1] == 1 else y, X=X,
                         fixed_names=fixed, group=group, levels=levels, group_index=index, Z=Z,
                         group_names=tuple(names), blocks=tuple(blocks), dropped_rows=dropped,
-                        trials=_trials(formula, data), design=dm)
+                        trials=_trials(formula, data), design=dm, group_design=group_designs)
 
 
 def _drop_missing(formula: str, data: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -246,31 +267,23 @@ def _trials(formula: str, data: pd.DataFrame) -> np.ndarray | None:
     return None
 
 
-def _group_design(group_matrix, rewritten: str, group: str, n: int) -> tuple[list, list, list]:
-    """Z's columns, brms names and correlated blocks from ``formulae``'s group-specific matrices.
+def _group_design(designs, uncorrelated: list[bool]) -> tuple[list, list, list]:
+    """Z's columns, brms names and correlated blocks from the model matrices of the group terms' expressions.
 
-    ``formulae`` splits ``(1 + x | g)`` into ``1|g`` and ``x|g``, each a matrix with one
-    column per level and coefficient; summed over the levels it is the coefficient's
-    column of Z.  Terms written together form one block.
+    As in lme4, a term ``(expr | g)`` multiplies the columns of ``model.matrix(~ expr)`` (with
+    its own intercept and treatment coding), and its columns form one correlated block; a
+    ``(expr || g)`` term has the same columns, one block each (as brms).
     """
     Z_cols, names, blocks = [], [], []
-    for expr in [m.group(1) for m in _GROUP_TERM.finditer(rewritten)]:
-        block = []
-        parts = [p.strip() for p in expr.split("+")]
-        implicit = not any(p in ("0", "-1") for p in parts) and "1" not in parts
-        keys = (["1"] if "1" in parts or implicit else []) + [p for p in parts if p not in ("0", "1", "-1", "")]
-        for key in keys:
-            term = group_matrix.terms[f"{key}|{group}"]
-            M = group_matrix[f"{key}|{group}"]
-            M = M.toarray() if hasattr(M, "toarray") else np.asarray(M)
-            cols = M.reshape(n, len(term.groups), -1).sum(axis=1)
-            labels = [lab.split("|")[0] for lab in term.labels[: cols.shape[1]]]
-            for j, lab in enumerate(labels):
-                block.append(len(names))
-                names.append("Intercept" if lab == "1" else _brms_name(lab))
-                Z_cols.append(cols[:, j])
-        if block:
-            blocks.append(tuple(block))
+    for design, double in zip(designs, uncorrelated):
+        if design is None:
+            continue  # (0 | g): no columns
+        M = np.asarray(design.design_matrix, dtype=float)
+        labels = [label for term in design.terms.values() for label in term.labels]
+        block = list(range(len(names), len(names) + len(labels)))
+        names += [_brms_name(label) for label in labels]
+        Z_cols += list(M.T)
+        blocks += [(k,) for k in block] if double else [tuple(block)] if block else []
     return Z_cols, names, blocks
 
 
@@ -299,10 +312,11 @@ def new_terms(terms: FormulaTerms, newdata: pd.DataFrame, *, min_levels: int = 1
     if len(levels) < min_levels:
         raise ValueError(f"grouping factor {terms.group!r} has {len(levels)} level(s) in newdata")
     index = pd.Categorical(data[terms.group].astype(str), categories=levels).codes.astype(np.int64)
-    # Z does not depend on the level: evaluate it with every row in one fitted level
-    rewritten = _rewrite(_binomial_response(terms.formula)[0])[0]
-    known = data.assign(**{terms.group: dm.group.terms[next(iter(dm.group.terms))].groups[0]})
-    Z_cols, names, _ = _group_design(dm.group.evaluate_new_data(known), rewritten, terms.group, len(data))
+    try:
+        group_designs = [None if d is None else d.evaluate_new_data(data) for d in terms.group_design]
+    except ValueError as error:
+        raise ValueError(f"newdata: {error} (a factor level the fitted data did not have)") from error
+    Z_cols, _, _ = _group_design(group_designs, [False] * len(group_designs))
     y = data[terms.response].to_numpy(dtype=float)
     return dataclasses.replace(terms, y=y, X=X, levels=levels, group_index=index,
                                Z=np.stack(Z_cols, axis=1).astype(float) if Z_cols else np.zeros((len(data), 0)),
