@@ -6,10 +6,12 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# R, lme4, brms and rpy2 for the R cross-checks (scripts/setup-r.sh; a note and no R tests where it cannot install)
+RSTAMP := $(VENV)/.r-installed
 # the CPU wheel of torch lies on disk here; installing it first keeps pip from pulling a CUDA build
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup setup-r demo test test-slow bench clean
 
 setup: $(STAMP)
 
@@ -17,16 +19,22 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH)"
-	$(PY) -m pip install --quiet -e ".[dev,stan]"
+	$(PY) -m pip install --quiet -e ".[dev,stan,arviz]"
 	touch $(STAMP)
+
+setup-r: $(RSTAMP)
+
+$(RSTAMP): scripts/setup-r.sh $(STAMP)
+	bash scripts/setup-r.sh $(VENV) || echo "setup-r: failed; the R cross-checks will skip"
+	touch $(RSTAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/amortbayes demo --out amortbayes-demo
 
-test: $(STAMP)
+test: $(STAMP) $(RSTAMP)
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(RSTAMP)
 	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP)
