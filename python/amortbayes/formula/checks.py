@@ -26,16 +26,20 @@ class SBCResult:
             the locals of one random group per data set).
         truth: ``(sims, D)`` the values the data sets were simulated from.
         alpha: level of each simultaneous band.
+        dropped: simulated data sets left out because the network gave non-finite draws for
+            them (data far in the prior's tails, beyond every training simulation).
     """
 
     table: pd.DataFrame
     draws: np.ndarray
     truth: np.ndarray
     alpha: float
+    dropped: int = 0
 
     @property
     def passed(self) -> bool:
-        return bool(self.table["passed"].all())
+        """Every parameter inside its band, and at most 2 % of the data sets dropped."""
+        return bool(self.table["passed"].all()) and self.dropped <= 0.02 * (len(self.truth) + self.dropped)
 
     def plot(self, path: str | Path | None = None):
         """ECDF differences inside their simultaneous bands, one panel per parameter (``plot_sbc_ecdf``)."""
@@ -67,10 +71,18 @@ def sbc(fit: Any, n_sims: int = 200, n_draws: int = 200, *, alpha: float = 0.01,
                                                 batch["group_mask"].numpy())
     all_draws = np.concatenate([draws.global_draws, local], axis=-1)
     truth = np.concatenate([batch["theta_global"].numpy(), local_truth], axis=-1)
+    finite = np.isfinite(all_draws).all(axis=(1, 2))
+    if not finite.all():
+        import warnings
+
+        warnings.warn(f"sbc(): the network gave non-finite draws for {int((~finite).sum())} of {len(finite)} "
+                      "simulated data sets (far in the prior's tails); they are left out of the ranks", UserWarning,
+                      stacklevel=2)
+        all_draws, truth = all_draws[finite], truth[finite]
     names = list(model.parameter_names) + [n.replace("[.,", "[j,") for n in model.local_parameter_names]
     table = sbc_check(all_draws, truth, names, alpha)
     table.insert(0, "level", ["global"] * len(model.parameter_names) + ["local"] * len(model.local_parameter_names))
-    return SBCResult(table, all_draws, truth, alpha)
+    return SBCResult(table, all_draws, truth, alpha, int((~finite).sum()))
 
 
 def stan_draws(model: Any, *, chains: int = 4, warmup: int = 1000, draws: int = 1000, seed: int = 1,
