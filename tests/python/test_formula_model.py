@@ -163,3 +163,34 @@ def test_a_singular_group_covariance_has_zero_prior_density_not_an_error(model):
     r = torch.zeros(2, 3, 2, dtype=theta.dtype)
     lp = model.local_log_prior(theta, r)
     assert torch.isfinite(lp[0]).all() and torch.isneginf(lp[1]).all()
+
+
+def test_gaussian_group_marginal_is_the_multivariate_normal_of_the_group(model):
+    theta = model.sample_global(4, torch.Generator().manual_seed(3))
+    rows = torch.as_tensor(model.observed()[2], dtype=torch.float64)  # one subject: [1, Days, 1, Days, Reaction]
+    mask = torch.ones(10, dtype=torch.float64)
+    mask[7:] = 0  # padded rows do not count
+    got = model.group_log_marginal(theta, rows, mask).numpy()
+    for s in range(4):
+        sd, cor, sigma = theta[s, 2:4].numpy(), theta[s, 4].item(), theta[s, 5].item()
+        cov_r = np.diag(sd) @ np.array([[1, cor], [cor, 1]]) @ np.diag(sd)
+        Z = rows[:7, 2:4].numpy()
+        mean = rows[:7, :2].numpy() @ theta[s, :2].numpy()
+        exact = stats.multivariate_normal(mean, Z @ cov_r @ Z.T + sigma**2 * np.eye(7)).logpdf(rows[:7, 4].numpy())
+        assert got[s] == pytest.approx(exact, rel=1e-8)
+    assert not hasattr(FormulaModel(parse_terms("Reaction ~ Days + (1 | Subject)", load_sleepstudy()),
+                                    family="student"), "group_log_marginal")
+
+
+def test_gaussian_local_posterior_draws_match_the_conjugate_posterior(model):
+    theta = model.sample_global(1, torch.Generator().manual_seed(5)).expand(40_000, -1)
+    rows = torch.as_tensor(model.observed()[4], dtype=torch.float64)
+    mask = torch.ones(10, dtype=torch.float64)
+    r = model.sample_local_posterior(theta, rows, mask, torch.Generator().manual_seed(6)).numpy()
+    sd, cor, sigma = theta[0, 2:4].numpy(), theta[0, 4].item(), theta[0, 5].item()
+    prior_cov = np.diag(sd) @ np.array([[1, cor], [cor, 1]]) @ np.diag(sd)
+    Z, X, y = rows[:, 2:4].numpy(), rows[:, :2].numpy(), rows[:, 4].numpy()
+    V = np.linalg.inv(np.linalg.inv(prior_cov) + Z.T @ Z / sigma**2)
+    m = V @ Z.T @ (y - X @ theta[0, :2].numpy()) / sigma**2
+    np.testing.assert_allclose(r.mean(0), m, atol=4 * np.sqrt(np.diag(V) / 40_000).max())
+    np.testing.assert_allclose(np.cov(r.T), V, rtol=0.05, atol=0.03 * np.sqrt(V[0, 0] * V[1, 1]))

@@ -493,7 +493,11 @@ class MultilevelAmortizer(nn.Module):
             probs = torch.as_tensor(np.exp(smoothed - smoothed.max()), dtype=torch.float64)
             picked = torch.multinomial(probs, int(n), replacement=True, generator=gen).to(dev)
             out = torch.empty(int(n), j, len(self.info.local_parameter_names), device=dev)
+            exact_local = getattr(model, "sample_local_posterior", None) if kept[0][4][0] is None else None
             for k in range(j):
+                if exact_local is not None:  # the group's parameters given the picked globals, drawn exactly
+                    out[:, k] = exact_local(theta_g[picked].double(), x[0, k], mask[0, k], gen).to(out)
+                    continue
                 local_k = torch.cat([kr[4][k] for kr in kept])
                 inner = torch.softmax(torch.cat([kr[5][k] for kr in kept])[picked].double().cpu(), -1)  # (n, m); finite where the global weight is
                 which = torch.multinomial(inner, 1, generator=gen)[:, 0].to(dev)
@@ -667,8 +671,12 @@ class MultilevelAmortizer(nn.Module):
         """
         parts = [self._group_evidence(groups[0, k], zg, theta_g, x[0, k], mask[0, k], model, m, gen)
                  for k in _over_groups(x.shape[1], progress or "", progress is not None)]
-        # Monte Carlo variance of each global draw's summed log-likelihood estimate (delta method)
-        noise = torch.stack([log_mean_exp(p[2])[1] for p in parts], -1).square().sum(-1)
+        # Monte Carlo variance of each global draw's summed log-likelihood estimate (delta method);
+        # none where the model integrates a group's parameters out exactly (group_log_marginal)
+        if getattr(model, "group_log_marginal", None) is not None:
+            noise = torch.zeros(zg.shape[0], device=zg.device)
+        else:
+            noise = torch.stack([log_mean_exp(p[2])[1] for p in parts], -1).square().sum(-1)
         return torch.stack([p[0] for p in parts], dim=-1), [p[1] for p in parts], [p[2] for p in parts], noise
 
     def _group_evidence(self, own, zg, theta_g, x, mask, model, m: int, gen) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -679,9 +687,18 @@ class MultilevelAmortizer(nn.Module):
         proposes ``m`` draws per global draw (randomized quasi-Monte Carlo,
         :func:`~amortbayes.networks.flows.quasi_normal`); ``log p(x_k | g) ~= log mean_m p(x_k | theta_m, g)
         p(theta_m | g) / q_2(theta_m | x_k, g)``.  Returns that ``(n,)``, the local draws
-        ``(n, m, L)`` and their log weights ``(n, m)``.
+        ``(n, m, L)`` and their log weights ``(n, m)``.  A model with
+        ``group_log_marginal(theta_g, x, mask)`` (the group's parameters integrated out in closed
+        form, e.g. a gaussian model's) gives the first exactly; the local draws and their weights
+        then only pick the group's parameters, and one that also has
+        ``sample_local_posterior(theta_g, x, mask, generator)`` draws those exactly after
+        resampling, so no local draws are made here (``None, None`` returned for them).
         """
         n = zg.shape[0]
+        exact = getattr(model, "group_log_marginal", None)
+        if exact is not None and hasattr(model, "sample_local_posterior"):
+            # the group's parameters are drawn exactly after resampling (importance_draws): no local flow
+            return _nan_to_neginf(exact(theta_g, x, mask)), None, None
         context = torch.cat([own[None].expand(n, -1), zg], -1)
         # randomized quasi-Monte Carlo: the m draws of each global draw spread evenly (still each
         # an exact flow draw, rows independent), so the average varies less than with m random ones
@@ -699,6 +716,8 @@ class MultilevelAmortizer(nn.Module):
         log_lik = torch.cat([model.log_likelihood(tg[s : s + per], theta_l[s : s + per], rows, observed)[..., 0]
                              for s in range(0, n, per)])
         log_w = _nan_to_neginf(log_lik + log_prior - log_q)
+        if exact is not None:  # the group's parameters integrated out in closed form: no Monte Carlo noise
+            return _nan_to_neginf(exact(theta_g, x, mask)), theta_l[:, :, 0], log_w
         return torch.logsumexp(log_w, dim=-1) - math.log(m), theta_l[:, :, 0], log_w
 
     def _logo_proposal(self, summary: torch.Tensor, n: int, gen) -> tuple[torch.Tensor, torch.Tensor]:

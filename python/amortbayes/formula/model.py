@@ -96,6 +96,9 @@ class FormulaModel(MultilevelModel):
         self.data_names = tuple(f"X:{n}" for n in terms.fixed_names) + tuple(f"Z:{n}" for n in terms.group_names) \
             + (("trials",) if self._trials else ()) + (terms.response,)
         self.gaussian_local_posterior = self.family.name == "gaussian"
+        if self.gaussian_local_posterior:  # importance sampling integrates the group effects out exactly
+            self.group_log_marginal = self._gaussian_group_log_marginal
+            self.sample_local_posterior = self._gaussian_sample_local_posterior
         # the user's groups as padded design rows [X, Z] (the response left off), resampled by simulate_data
         design, mask = pad_datasets([g[:, :-1] for g in self.observed()])
         sizes = mask.sum(1).astype(np.int64)
@@ -256,6 +259,55 @@ class FormulaModel(MultilevelModel):
 
     def log_likelihood(self, theta_global, theta_local, x, mask) -> torch.Tensor:
         return self.pointwise_log_lik(theta_global, theta_local, x, mask).sum(-1)
+
+    def _gaussian_group(self, theta_global: torch.Tensor, x: torch.Tensor, mask: torch.Tensor):
+        """The K x K pieces of one gaussian group given the globals: ``y_j ~ MVN(X_j b, Z_j Sigma Z_j' + sigma^2 I)``.
+
+        With ``Sigma = L L'`` and ``A = Z_j L``, ``M = I + A'A / sigma^2`` (Woodbury and the matrix
+        determinant lemma), written in the group's sufficient statistics (``X'X``, ``Z'Z``,
+        ``Z'X``, ``X'y``, ``Z'y``, ``y'y``), so the cost per draw does not grow with its rows.
+        ``x (N, F)`` are the group's rows ``[X, Z, y]``, ``mask (N,)`` marks the observed ones.
+        Returns the row count, ``L``, where Sigma or M is singular, sigma, ``|y - X b|^2``, the
+        Cholesky factor of M and ``A'r``.
+        """
+        P, K = self.P, self.K
+        theta_global, dt = theta_global.double(), torch.float64  # |y - X b|^2 from y'y: float64 against cancellation
+        rows = x[mask > 0].to(dt)
+        X, Z, y = rows[:, :P], rows[:, P: P + K], rows[:, -1]
+        L, bad = self._scale_tril(theta_global)
+        sigma = theta_global[..., -1]
+        b = theta_global[..., :P]
+        # sufficient statistics of the group (fixed-size: no term below grows with its rows)
+        Xb_y = X.T @ y
+        rr = y @ y - 2 * b @ Xb_y + ((b @ (X.T @ X)) * b).sum(-1)  # |y - X b|^2, (...,)
+        Zr = Z.T @ y - b @ (Z.T @ X).T  # Z'(y - X b), (..., K)
+        s2 = sigma[..., None, None] ** 2
+        LtZZL = L.transpose(-1, -2) @ (Z.T @ Z) @ L
+        chol, info = torch.linalg.cholesky_ex(torch.eye(K, dtype=dt) + LtZZL / s2)
+        Ar = L.transpose(-1, -2) @ Zr[..., None]  # (..., K, 1)
+        return rows.shape[0], L, bad | (info > 0), sigma, rr, chol, Ar
+
+    def _gaussian_group_log_marginal(self, theta_global: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Exact ``log p(y_j | globals)`` of one group (its effects integrated out), family gaussian; ``(...,)``."""
+        n, L, bad, sigma, rr, chol, Ar = self._gaussian_group(theta_global, x, mask)
+        s2 = sigma**2
+        quad = (rr - (Ar * torch.cholesky_solve(Ar, chol)).sum((-1, -2)) / s2) / s2
+        logdet = 2 * n * torch.log(sigma) + 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        lp = -0.5 * (n * math.log(2 * math.pi) + logdet + quad)
+        return torch.where(bad, torch.full_like(lp, -math.inf), lp)
+
+    def _gaussian_sample_local_posterior(self, theta_global: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
+                                         generator: torch.Generator | None = None) -> torch.Tensor:
+        """One exact draw of the group's effects given the globals and its data, family gaussian; ``(..., K)``.
+
+        ``r_j | y_j ~ N(L M^-1 A'r / sigma^2, L M^-1 L')`` in the terms of :meth:`_gaussian_group`.
+        """
+        _, L, bad, sigma, _, chol, Ar = self._gaussian_group(theta_global, x, mask)
+        mean = torch.cholesky_solve(Ar, chol) / (sigma**2)[..., None, None]  # (..., K, 1)
+        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        u = mean + torch.linalg.solve_triangular(chol.transpose(-1, -2), eps, upper=True)
+        r = (L @ u)[..., 0]
+        return torch.where(bad[..., None], torch.full_like(r, math.nan), r)
 
     def _safe_y(self, y: torch.Tensor) -> torch.Tensor:
         """A response value inside every family's support, for padded rows (masked out after)."""
