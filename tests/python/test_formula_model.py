@@ -194,3 +194,31 @@ def test_gaussian_local_posterior_draws_match_the_conjugate_posterior(model):
     m = V @ Z.T @ (y - X @ theta[0, :2].numpy()) / sigma**2
     np.testing.assert_allclose(r.mean(0), m, atol=4 * np.sqrt(np.diag(V) / 40_000).max())
     np.testing.assert_allclose(np.cov(r.T), V, rtol=0.05, atol=0.03 * np.sqrt(V[0, 0] * V[1, 1]))
+
+
+def test_lognormal_rows_hold_log_y_and_the_likelihood_is_lognormal_in_y():
+    df = load_sleepstudy()
+    m = FormulaModel(parse_terms("Reaction ~ Days + (1 | Subject)", df), family="lognormal")
+    assert m.data_names[-1] == "log(Reaction)"
+    rows = m.observed()
+    np.testing.assert_allclose(rows[0][:, -1], np.log(df.Reaction[:10]), rtol=1e-6)
+    batch = m.simulate(64, torch.Generator().manual_seed(0))  # brms' wide defaults: exp() would overflow
+    assert torch.isfinite(batch["x"]).all()
+    theta = m.sample_global(1, torch.Generator().manual_seed(2))
+    r = m.sample_local(theta, 18, torch.Generator().manual_seed(3))
+    x = torch.as_tensor(np.stack(rows), dtype=torch.float64)
+    ll = m.log_likelihood(theta[0], r[0], x, torch.ones(x.shape[:2], dtype=torch.float64)).numpy()
+    mu = theta[0, 0].item() + theta[0, 1].item() * x[..., 1].numpy() + r[0, :, :1].numpy()
+    expected = stats.lognorm(s=theta[0, 3].item(), scale=np.exp(mu)).logpdf(np.exp(x[..., -1].numpy())).sum(1)
+    np.testing.assert_allclose(ll, expected, rtol=1e-6)
+
+
+def test_count_rows_carry_log1p_of_the_counts_for_the_networks():
+    df = load_sleepstudy().assign(k=lambda d: (d.Reaction // 10).astype(int))
+    m = FormulaModel(parse_terms("k ~ Days + (1 | Subject)", df), family="poisson")
+    assert m.data_names[-2:] == ("log1p(k)", "k")
+    batch = m.simulate(8, torch.Generator().manual_seed(0))
+    x, mask = batch["x"], batch["mask"] > 0
+    np.testing.assert_allclose(x[..., -2][mask], torch.log1p(x[..., -1][mask]), rtol=1e-5)
+    # the user's design is resampled without the response's columns
+    assert m._user_design.shape[-1] == 3  # [X:Intercept, X:Days, Z:Intercept]

@@ -307,7 +307,7 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
         raise ValueError(f"budget is a number of training steps >= 1, got {budget!r}")
     terms = parse_terms(formula, data)
     model = FormulaModel(terms, family, prior)
-    key = {**model.config(), "budget": steps, "seed": seed,
+    key = {**model.config(), "data_names": list(model.data_names), "budget": steps, "seed": seed,
            "data": int(pd.util.hash_pandas_object(model.terms_data(data), index=False).sum() % 2**61)}
     if file is not None and _stored_key(Path(file)) == key:
         return AmortizedFit.load(file, draws=draws, seed=seed, method=method)

@@ -11,7 +11,8 @@ For a formula ``y ~ X b + (Z | g)`` with family ``f`` (brms' parameterization):
 Global parameters are named as ``brms::as_draws_df`` names them (``b_Intercept``, ``b_Days``,
 ``sd_Subject__Intercept``, ``cor_Subject__Intercept__Days``, ``sigma``); local ones are
 ``r_Subject[.,Intercept]`` per group.  A data set's rows are ``[X, Z, y]`` (``[X, Z, trials, y]``
-for binomial), so covariates travel with the data.  Designs are drawn like the user's: each
+for binomial, ``[X, Z, log1p(y), y]`` for poisson and negbinomial, ``[X, Z, log(y)]`` for
+lognormal), so covariates travel with the data.  Designs are drawn like the user's: each
 simulated group takes the rows of one of the user's groups in random order (without
 replacement up to that group's size, cyclically beyond it; the group size is the one the
 simulation contract draws), so the amortizer is trained on data sets like
@@ -93,14 +94,22 @@ class FormulaModel(MultilevelModel):
                                   + self.family.dpar_support)
         self.local_parameter_names = tuple(f"r_{g}[.,{n}]" for n in terms.group_names)
         self.local_parameter_support = ("real",) * K
+        # the response as the networks see it: lognormal rows hold log(y) (a simulated y = exp(eta + sigma z)
+        # overflows under brms' wide defaults, and the likelihood is the normal one of log y less log y);
+        # count rows carry log1p(y) besides y (a prior predictive up to 1e8 standardizes counts of 0-100 to zero)
+        self._log_response = self.family.name == "lognormal"
+        self._count_feature = self.family.name in ("poisson", "negbinomial")
+        self._n_design = P + K + int(self._trials)
+        resp = terms.response
         self.data_names = tuple(f"X:{n}" for n in terms.fixed_names) + tuple(f"Z:{n}" for n in terms.group_names) \
-            + (("trials",) if self._trials else ()) + (terms.response,)
+            + (("trials",) if self._trials else ()) + ((f"log1p({resp})",) if self._count_feature else ()) \
+            + ((f"log({resp})",) if self._log_response else (resp,))
         self.gaussian_local_posterior = self.family.name == "gaussian"
         if self.gaussian_local_posterior:  # importance sampling integrates the group effects out exactly
             self.group_log_marginal = self._gaussian_group_log_marginal
             self.sample_local_posterior = self._gaussian_sample_local_posterior
         # the user's groups as padded design rows [X, Z] (the response left off), resampled by simulate_data
-        design, mask = pad_datasets([g[:, :-1] for g in self.observed()])
+        design, mask = pad_datasets([g[:, : self._n_design] for g in self.observed()])
         sizes = mask.sum(1).astype(np.int64)
         self._user_sizes = torch.as_tensor(sizes, dtype=torch.long)
         self._user_design = torch.from_numpy(design)
@@ -240,8 +249,17 @@ class FormulaModel(MultilevelModel):
         rows = self._user_design[user[..., None], pick]  # (b, j, n_obs, P + K)
         rows64 = rows.double()
         eta = self._eta(theta_global.double(), theta_local.double(), rows64)
-        y = self.family.simulate(eta, self._dpars(theta_global.double()), generator, self._trials_of(rows64))
-        return torch.cat([rows, y.float()[..., None]], -1)
+        dpars = self._dpars(theta_global.double())
+        if self._log_response:  # log y = eta + sigma z, without the overflow of exp
+            y = get_family("gaussian").simulate(eta, dpars, generator)
+        else:
+            y = self.family.simulate(eta, dpars, generator, self._trials_of(rows64))
+        return torch.cat([rows, *self._response_columns(y)], -1)
+
+    def _response_columns(self, y: torch.Tensor) -> list[torch.Tensor]:
+        """The row's last columns from the response as stored (log y for lognormal): the count feature, then y."""
+        cols = [torch.log1p(y).float()[..., None]] if self._count_feature else []
+        return cols + [y.float()[..., None]]
 
     def pointwise_log_lik(self, theta_global, theta_local, x, mask) -> torch.Tensor:
         """``log p(y_ji | theta)`` of every row, shape ``x.shape[:-1]`` (0 on padded rows)."""
@@ -250,7 +268,11 @@ class FormulaModel(MultilevelModel):
         trials = self._trials_of(x.to(theta_global.dtype))
         if trials is not None:  # padded rows: 0 successes of 0 trials
             trials = torch.where(mask > 0, trials, torch.zeros_like(trials))
-        ll = self.family.log_lik(torch.where(mask > 0, y, self._safe_y(y)), eta, self._dpars(theta_global), trials)
+        y = torch.where(mask > 0, y, self._safe_y(y))
+        if self._log_response:  # rows hold log y: log LN(y | eta, sigma) = log N(log y | eta, sigma) - log y
+            ll = get_family("gaussian").log_lik(y, eta, self._dpars(theta_global)) - y
+        else:
+            ll = self.family.log_lik(y, eta, self._dpars(theta_global), trials)
         return ll * mask
 
     def _trials_of(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -311,7 +333,7 @@ class FormulaModel(MultilevelModel):
 
     def _safe_y(self, y: torch.Tensor) -> torch.Tensor:
         """A response value inside every family's support, for padded rows (masked out after)."""
-        return torch.ones_like(y) if self.family.name in ("lognormal", "bernoulli") else torch.zeros_like(y)
+        return torch.ones_like(y) if self.family.name == "bernoulli" else torch.zeros_like(y)
 
     def terms_data(self, data: pd.DataFrame) -> pd.DataFrame:
         """The columns of ``data`` the formula uses, rows with missing values dropped (what :meth:`AmortizedFit.save` keeps)."""
@@ -334,9 +356,12 @@ class FormulaModel(MultilevelModel):
         return [rows[t.group_index == j] for j in range(len(t.levels))]
 
     def _rows(self, terms: FormulaTerms | None = None) -> np.ndarray:
-        """``(N, F)`` data rows ``[X, Z, (trials), y]`` of the model's data or of ``terms``."""
+        """``(N, F)`` data rows ``[X, Z, (trials), (log1p y), y or log y]`` of the model's data or of ``terms``."""
         t = self.terms if terms is None else terms
         if self._trials and t.trials is None:
             raise ValueError("family 'binomial' needs the number of trials: 'successes | trials(n) ~ ...'")
         extra = [t.trials] if self._trials else []
-        return np.column_stack([t.X, t.Z, *extra, t.y])
+        y = np.asarray(t.y, dtype=float)
+        if self._count_feature:
+            extra.append(np.log1p(y))
+        return np.column_stack([t.X, t.Z, *extra, np.log(y) if self._log_response else y])
