@@ -222,3 +222,15 @@ def test_count_rows_carry_log1p_of_the_counts_for_the_networks():
     np.testing.assert_allclose(x[..., -2][mask], torch.log1p(x[..., -1][mask]), rtol=1e-5)
     # the user's design is resampled without the response's columns
     assert m._user_design.shape[-1] == 3  # [X:Intercept, X:Days, Z:Intercept]
+
+
+def test_lognormal_group_marginal_is_the_gaussian_one_of_log_y_less_its_jacobian():
+    df = load_sleepstudy()
+    ln = FormulaModel(parse_terms("Reaction ~ Days + (1 | Subject)", df), family="lognormal")
+    logged = FormulaModel(parse_terms("logR ~ Days + (1 | Subject)", df.assign(logR=np.log(df.Reaction))))
+    theta = torch.tensor([[5.5, 0.03, 0.1, 0.2]], dtype=torch.float64)
+    rows_ln = torch.as_tensor(ln.observed()[0], dtype=torch.float64)
+    rows_g = torch.as_tensor(logged.observed()[0], dtype=torch.float64)
+    mask = torch.ones(10, dtype=torch.float64)
+    expected = logged.group_log_marginal(theta, rows_g, mask) - np.log(df.Reaction[:10]).sum()
+    np.testing.assert_allclose(ln.group_log_marginal(theta, rows_ln, mask).numpy(), expected.numpy(), rtol=1e-7)  # rows are float32

@@ -104,7 +104,7 @@ class FormulaModel(MultilevelModel):
         self.data_names = tuple(f"X:{n}" for n in terms.fixed_names) + tuple(f"Z:{n}" for n in terms.group_names) \
             + (("trials",) if self._trials else ()) + ((f"log1p({resp})",) if self._count_feature else ()) \
             + ((f"log({resp})",) if self._log_response else (resp,))
-        self.gaussian_local_posterior = self.family.name == "gaussian"
+        self.gaussian_local_posterior = self.family.name in ("gaussian", "lognormal")  # lognormal: gaussian in log y
         if self.gaussian_local_posterior:  # importance sampling integrates the group effects out exactly
             self.group_log_marginal = self._gaussian_group_log_marginal
             self.sample_local_posterior = self._gaussian_sample_local_posterior
@@ -310,12 +310,14 @@ class FormulaModel(MultilevelModel):
         return rows.shape[0], L, bad | (info > 0), sigma, rr, chol, Ar
 
     def _gaussian_group_log_marginal(self, theta_global: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Exact ``log p(y_j | globals)`` of one group (its effects integrated out), family gaussian; ``(...,)``."""
+        """Exact ``log p(y_j | globals)`` of one group (its effects integrated out), family gaussian or lognormal; ``(...,)``."""
         n, L, bad, sigma, rr, chol, Ar = self._gaussian_group(theta_global, x, mask)
         s2 = sigma**2
         quad = (rr - (Ar * torch.cholesky_solve(Ar, chol)).sum((-1, -2)) / s2) / s2
         logdet = 2 * n * torch.log(sigma) + 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
         lp = -0.5 * (n * math.log(2 * math.pi) + logdet + quad)
+        if self._log_response:  # rows hold log y: the density of y is that of log y less sum(log y)
+            lp = lp - x[mask > 0][:, -1].double().sum()
         return torch.where(bad, torch.full_like(lp, -math.inf), lp)
 
     def _gaussian_sample_local_posterior(self, theta_global: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
