@@ -171,6 +171,7 @@ class HierarchicalLinear(MultilevelModel):
             >>> round(lp.item(), 3) == round(2 * (-math.log(25.0) - 0.5 * math.log(2 * math.pi)), 3)
             True
         """
+        theta_global = theta_global.double()  # float64: importance_draws calls it at far-off proposals too
         rows = x[mask > 0].to(theta_global.dtype)
         design = torch.stack([torch.ones_like(rows[:, 0]), rows[:, 0]], -1)  # (N, 2)
         chol = self._scale_tril(theta_global)  # (..., 2, 2)
@@ -178,5 +179,9 @@ class HierarchicalLinear(MultilevelModel):
         sigma = theta_global[..., 5]
         cov = loading @ loading.transpose(-1, -2) + sigma[..., None, None] ** 2 * torch.eye(len(rows), dtype=rows.dtype)
         mean = theta_global[..., None, 0] + theta_global[..., None, 1] * rows[:, 0]
-        return torch.distributions.MultivariateNormal(mean, covariance_matrix=cov).log_prob(rows[:, 1])
+        L, info = torch.linalg.cholesky_ex(cov)
+        z = torch.linalg.solve_triangular(L, (rows[:, 1] - mean)[..., None], upper=False)[..., 0]
+        lp = -0.5 * (z * z).sum(-1) - torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1) \
+            - 0.5 * len(rows) * math.log(2 * math.pi)
+        return torch.where(info > 0, torch.full_like(lp, -math.inf), lp)  # a covariance singular in floats: no mass
 
