@@ -315,7 +315,7 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
     epochs = -(-steps // 500)
     settings = TrainSettings(epochs=epochs, iterations_per_epoch=-(-steps // epochs), batch_size=32)
     history = fit(amortizer, model, settings=settings, device=device, seed=seed, progress=progress)
-    fitted = _draw(model, amortizer, data, method, draws, seed, history)
+    fitted = _draw(model, amortizer, data, method, draws, seed, history, progress=progress)
     if file is not None:
         fitted.save(file, key=key)
     return fitted
@@ -342,11 +342,15 @@ def _stored_key(folder: Path) -> dict | None:
         return None
 
 
-def _draw(model, amortizer, data, method, draws, seed, history, terms=None) -> AmortizedFit:
-    """Draws for the model's own data (or the parsed new data ``terms``), importance-corrected or amortized."""
+def _draw(model, amortizer, data, method, draws, seed, history, terms=None, progress=False) -> AmortizedFit:
+    """Draws for the model's own data (or the parsed new data ``terms``), importance-corrected or amortized.
+
+    ``progress``: a progress bar over the groups while the importance weights take long (seconds
+    for the families without exact group integration).
+    """
     observed, group = model.observed_frame(terms), model.terms.group
     if method == "importance":
-        posterior = amortizer.importance_draws(observed, model, n=draws, seed=seed, group=group, progress=False,
+        posterior = amortizer.importance_draws(observed, model, n=draws, seed=seed, group=group, progress=progress,
                                                importance=IMPORTANCE_LOCAL_DRAWS, rounds=IMPORTANCE_ROUNDS)
     else:
         posterior = amortizer.sample_draws(observed, n=draws, seed=seed, group=group)
