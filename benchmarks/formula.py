@@ -31,10 +31,10 @@ from amortbayes.formula.fit import DEFAULT_STEPS
 def _cbpp_bernoulli() -> pd.DataFrame:
     """cbpp with one row per animal (incidence of size): a real bernoulli data set of 842 rows in 15 herds."""
     d = datasets.load_cbpp()
-    rows = []
-    for _, r in d.iterrows():
-        rows += [{"herd": r.herd, "period": r.period, "case": int(k < r.incidence)} for k in range(int(r["size"]))]
-    return pd.DataFrame(rows)
+    animals = d.loc[d.index.repeat(d["size"]), ["herd", "period"]].reset_index(drop=True)
+    rank = d["size"].apply(np.arange).explode().to_numpy(dtype=int)  # each animal's place in its herd-period
+    animals["case"] = (rank < np.repeat(d["incidence"].to_numpy(), d["size"].to_numpy())).astype(int)
+    return animals
 
 
 CASES = {

@@ -89,6 +89,12 @@ def _nan_to_neginf(log_w: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isnan(log_w), torch.full_like(log_w, -math.inf), log_w)
 
 
+def _exact_groups(model: Any) -> tuple[Any, Any]:
+    """A model's closed forms for one group: ``group_log_marginal`` and, only beside it, ``sample_local_posterior``."""
+    marginal = getattr(model, "group_log_marginal", None)
+    return marginal, getattr(model, "sample_local_posterior", None) if marginal is not None else None
+
+
 def _defensive_draws(s: int) -> int:
     """How many of a refined round's ``s`` importance proposals come from the amortized posterior itself."""
     return max(1, round(REFINE_DEFENSIVE * s))
@@ -493,7 +499,7 @@ class MultilevelAmortizer(nn.Module):
             probs = torch.as_tensor(np.exp(smoothed - smoothed.max()), dtype=torch.float64)
             picked = torch.multinomial(probs, int(n), replacement=True, generator=gen).to(dev)
             out = torch.empty(int(n), j, len(self.info.local_parameter_names), device=dev)
-            exact_local = getattr(model, "sample_local_posterior", None) if kept[0][4][0] is None else None
+            exact_local = _exact_groups(model)[1]
             for k in range(j):
                 if exact_local is not None:  # the group's parameters given the picked globals, drawn exactly
                     out[:, k] = exact_local(theta_g[picked].double(), x[0, k], mask[0, k], gen).to(out)
@@ -673,7 +679,7 @@ class MultilevelAmortizer(nn.Module):
                  for k in _over_groups(x.shape[1], progress or "", progress is not None)]
         # Monte Carlo variance of each global draw's summed log-likelihood estimate (delta method);
         # none where the model integrates a group's parameters out exactly (group_log_marginal)
-        if getattr(model, "group_log_marginal", None) is not None:
+        if _exact_groups(model)[0] is not None:
             noise = torch.zeros(zg.shape[0], device=zg.device)
         else:
             noise = torch.stack([log_mean_exp(p[2])[1] for p in parts], -1).square().sum(-1)
@@ -695,8 +701,8 @@ class MultilevelAmortizer(nn.Module):
         resampling, so no local draws are made here (``None, None`` returned for them).
         """
         n = zg.shape[0]
-        exact = getattr(model, "group_log_marginal", None)
-        if exact is not None and hasattr(model, "sample_local_posterior"):
+        exact, exact_local = _exact_groups(model)
+        if exact_local is not None:
             # the group's parameters are drawn exactly after resampling (importance_draws): no local flow
             return _nan_to_neginf(exact(theta_g, x, mask)), None, None
         context = torch.cat([own[None].expand(n, -1), zg], -1)

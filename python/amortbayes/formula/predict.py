@@ -52,14 +52,11 @@ def linear_predictor(fit: Any, newdata: pd.DataFrame | None = None, *, seed: int
         raise ValueError(f"newdata has level(s) {new_levels[:5]} of {new.group!r} the fit has no draws for; "
                          "pass allow_new_levels=True to draw them from the population")
     S = theta.shape[0]
-    r = np.empty((S, len(new.levels), model.K))
-    for j, lev in enumerate(new.levels):
-        if lev in known:
-            r[:, j] = local[:, known[lev]]
+    fitted_index = np.array([known.get(lev, -1) for lev in new.levels])
+    r = local[:, np.maximum(fitted_index, 0)]  # (S, J_new, K): the fitted levels' draws
     if new_levels:
-        idx = [j for j, lev in enumerate(new.levels) if lev not in known]
-        gen = torch.Generator().manual_seed(seed)
-        r[:, idx] = model.sample_local(theta, len(idx), gen).numpy()
+        fresh = np.flatnonzero(fitted_index < 0)
+        r[:, fresh] = model.sample_local(theta, len(fresh), torch.Generator().manual_seed(seed)).numpy()
     b = theta[:, : model.P].numpy()
     rows_r = r[:, new.group_index]  # (S, N, K)
     eta = b @ new.X.T + np.einsum("snk,nk->sn", rows_r, new.Z)
