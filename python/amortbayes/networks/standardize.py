@@ -257,8 +257,13 @@ class ParameterMap(nn.Module):
         return u
 
     def constrain(self, u: torch.Tensor, upper: torch.Tensor | None = None) -> torch.Tensor:
-        theta = self._per_support(u, (torch.exp, torch.sigmoid, torch.tanh,
-                                      lambda v: self._lo + self._width * torch.sigmoid(v)))
+        # kept strictly inside the support (float32 rounds tanh(9) to 1 and exp(-104) to 0), where
+        # unconstrain's clamps put its inputs
+        eps = 1e-6
+        theta = self._per_support(u, (lambda v: torch.exp(v).clamp_min(1e-30),
+                                      lambda v: torch.sigmoid(v).clamp(eps, 1 - eps),
+                                      lambda v: torch.tanh(v).clamp(-1 + eps, 1 - eps),
+                                      lambda v: self._lo + self._width * torch.sigmoid(v).clamp(eps, 1 - eps)))
         if self.has_bounds:
             bounded, b = self._bounded(upper, u)
             theta = torch.where(bounded, b + torch.nn.functional.logsigmoid(u).clamp_max(-BOUND_GAP), theta)
