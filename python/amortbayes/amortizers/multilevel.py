@@ -57,6 +57,7 @@ from amortbayes.networks import (
     sample_flow,
 )
 from amortbayes.networks.context import PairedContext
+from amortbayes.networks.pilot import PilotSettings, pilot_context
 from amortbayes.networks.standardize import soft_bound
 from amortbayes.networks.summary import n_statistics, with_statistics
 from amortbayes.simulation import Batch, ModelInfo, MultilevelData, prepare_multilevel
@@ -154,6 +155,12 @@ class MultilevelSettings:
         hidden: width of the summary networks.
         global_flow: flow for the global parameters.
         local_flow: flow for one group's parameters (shared across groups).
+        summary_columns: the data columns the summary networks read (None: all).  Constant
+            columns (an intercept's ones) and copies of other columns only cost time: a
+            formula model's rows repeat its design's intercept and slopes in X and Z.
+        pilot: a pooled-GLM pilot estimate that centres and scales the global flow on some
+            global parameters (regression coefficients; :mod:`amortbayes.networks.pilot`),
+            None for none.
         seed: seed of the weight initialisation.
     """
 
@@ -164,6 +171,8 @@ class MultilevelSettings:
     hidden: int = 64
     global_flow: FlowSettings = FlowSettings()
     local_flow: FlowSettings = FlowSettings()
+    summary_columns: tuple[int, ...] | None = None
+    pilot: PilotSettings | None = None
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,6 +183,9 @@ class MultilevelSettings:
         d = dict(d)
         d["global_flow"] = FlowSettings(**d.get("global_flow", {}))
         d["local_flow"] = FlowSettings(**d.get("local_flow", {}))
+        d["pilot"] = PilotSettings.from_dict(d.get("pilot"))
+        if d.get("summary_columns") is not None:
+            d["summary_columns"] = tuple(d["summary_columns"])
         return cls(**d)
 
 
@@ -284,7 +296,10 @@ class MultilevelAmortizer(nn.Module):
             self.local_map = ParameterMap(tuple(info.local_parameter_support) or n_loc, tuple(info.data_names))
             self.x_std = Standardizer(n_feat)
             self.data_range = DataRange(tuple(info.data_names), grouped=True)
-            self.group_summary = build_summary(s.group_summary, n_feat, s.group_summary_dim, s.hidden,
+            if s.summary_columns is not None and (not s.summary_columns or not set(s.summary_columns) <= set(range(n_feat))):
+                raise ValueError(f"summary_columns must be data columns 0..{n_feat - 1}, got {s.summary_columns}")
+            n_read = n_feat if s.summary_columns is None else len(s.summary_columns)
+            self.group_summary = build_summary(s.group_summary, n_read, s.group_summary_dim, s.hidden,
                                                extremes=s.group_extremes)
             # a group's embedding carries its exact statistics (when the group summary has them),
             # and the data-set summary pools their exact cross-group second moments (between-group
@@ -300,7 +315,10 @@ class MultilevelAmortizer(nn.Module):
             # the global flow also sees the groups' pooled within-group (residual) SDs: sums of
             # squares over degrees of freedom, the estimate of sigma that the likelihood pools
             self.n_pooled = self.group_summary.n_pooled_statistics if stats else 0
-            self.global_flow = build_flow(n_glob, s.global_summary_dim + self.n_pooled, s.global_flow)
+            # a pilot adds its location and log scale per global parameter to the flow's context
+            n_pilot = 2 * n_glob if s.pilot is not None else 0
+            self.global_flow = build_flow(n_glob, s.global_summary_dim + self.n_pooled + n_pilot, s.global_flow,
+                                          context_shift=s.pilot is not None)
             self.local_flow = build_flow(n_loc, group_dim + n_glob, s.local_flow)
 
     # -- training -------------------------------------------------------------------------
@@ -312,8 +330,10 @@ class MultilevelAmortizer(nn.Module):
         self.data_range.fit(batch["x"], batch["mask"])
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor, group_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Group embeddings ``(B, J, S_l)`` and data-set summaries ``(B, S_g)`` (embedding + pooled SDs)."""
+        """Group embeddings ``(B, J, S_l)`` and data-set summaries ``(B, S_g)`` (embedding + pooled SDs + pilot)."""
         z = soft_bound(self.x_std(x)) * mask.unsqueeze(-1)
+        if self.settings.summary_columns is not None:
+            z = z[..., list(self.settings.summary_columns)]
         # padded groups get one dummy row so every network sees a non-empty set; their
         # embeddings are excluded by group_mask below
         safe = mask.clone()
@@ -323,6 +343,10 @@ class MultilevelAmortizer(nn.Module):
         if self.n_pooled:
             stats = groups[..., -n_statistics(self.group_summary) :]
             summary = torch.cat([summary, self.group_summary.pooled_statistics(stats, group_mask)], dim=-1)
+        if self.settings.pilot is not None:
+            rows = mask * (group_mask > 0).unsqueeze(-1).to(mask)  # a left-out group's rows do not count
+            std = self.global_map.std
+            summary = torch.cat([summary, pilot_context(x, rows, self.settings.pilot, std.mean, std.std)], dim=-1)
         return groups, summary
 
     def loss(self, batch: Batch) -> torch.Tensor:
@@ -698,23 +722,31 @@ class MultilevelAmortizer(nn.Module):
         form, e.g. a gaussian model's) gives the first exactly; the local draws and their weights
         then only pick the group's parameters, and one that also has
         ``sample_local_posterior(theta_g, x, mask, generator)`` draws those exactly after
-        resampling, so no local draws are made here (``None, None`` returned for them).
+        resampling, so no local draws are made here (``None, None`` returned for them).  A model
+        with ``local_proposal(theta_g, x, mask, m, generator)`` (draws ``(n, m, L)`` and their log
+        density ``(n, m)``) proposes the local draws itself, in place of the local flow.
         """
         n = zg.shape[0]
         exact, exact_local = _exact_groups(model)
         if exact_local is not None:
             # the group's parameters are drawn exactly after resampling (importance_draws): no local flow
             return _nan_to_neginf(exact(theta_g, x, mask)), None, None
-        context = torch.cat([own[None].expand(n, -1), zg], -1)
-        # randomized quasi-Monte Carlo: the m draws of each global draw spread evenly (still each
-        # an exact flow draw, rows independent), so the average varies less than with m random ones
-        zl, log_q = sample_flow(self.local_flow, m, context, gen, log_prob=True, qmc=True)  # (n, m, L), (n, m)
-        upper = self.local_map.upper(x, mask)  # (L,): the group's data bounds, None without
-        theta_l = self.local_map.inverse(zl.reshape(n * m, -1), upper)
-        log_q = log_q + self.local_map.log_abs_det(theta_l, upper).reshape(n, m)
-        theta_l = theta_l.reshape(n, m, 1, -1)
+        proposal = getattr(model, "local_proposal", None)
+        if proposal is not None:  # the model's own proposal (a formula model's Laplace approximation)
+            theta_l, log_q = proposal(theta_g, x, mask, m, gen)
+            theta_l = theta_l.to(theta_g.dtype).reshape(n, m, 1, -1)
+        else:
+            context = torch.cat([own[None].expand(n, -1), zg], -1)
+            # randomized quasi-Monte Carlo: the m draws of each global draw spread evenly (still each
+            # an exact flow draw, rows independent), so the average varies less than with m random ones
+            zl, log_q = sample_flow(self.local_flow, m, context, gen, log_prob=True, qmc=True)  # (n, m, L), (n, m)
+            upper = self.local_map.upper(x, mask)  # (L,): the group's data bounds, None without
+            theta_l = self.local_map.inverse(zl.reshape(n * m, -1), upper)
+            log_q = log_q + self.local_map.log_abs_det(theta_l, upper).reshape(n, m)
+            theta_l = theta_l.reshape(n, m, 1, -1)
         tg = theta_g[:, None, :].expand(n, m, -1)
-        log_prior = model.local_log_prior(tg, theta_l)[..., 0]  # (n, m)
+        # the m draws of a global draw enter as m groups of it: one prior factorization per global draw
+        log_prior = model.local_log_prior(theta_g, theta_l[:, :, 0])  # (n, m)
         # in chunks of global draws of about LIKELIHOOD_CHUNK_TERMS trial terms: every temporary of the
         # likelihood stays a few MB (the same values; speed_acc, 4,000 x 32 draws: 5x faster)
         per = max(1, LIKELIHOOD_CHUNK_TERMS // (m * max(1, x.shape[0])))  # global draws per pass

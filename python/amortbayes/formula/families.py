@@ -112,6 +112,39 @@ def _ll_negbinomial(y, eta, d, trials):
             + phi * (torch.log(phi) - log_mu_phi) + y * (eta - log_mu_phi))
 
 
+# d log p(y | eta) / d eta and the Fisher information E[-d^2 log p / d eta^2] per row: the Fisher-scoring
+# steps of a group's Laplace approximation (amortbayes.formula.laplace).  Lognormal rows hold log y.
+def _fs_normal(y, eta, d, trials):
+    v = d["sigma"] ** 2
+    return (y - eta) / v, (1.0 / v).expand_as(eta)
+
+
+def _fs_student(y, eta, d, trials):
+    nu, v = d["nu"], d["sigma"] ** 2
+    r = y - eta
+    return (nu + 1) * r / (nu * v + r * r), ((nu + 1) / ((nu + 3) * v)).expand_as(eta)
+
+
+def _fs_bernoulli(y, eta, d, trials):
+    p = torch.sigmoid(eta)
+    return y - p, p * (1 - p)
+
+
+def _fs_binomial(y, eta, d, trials):
+    p = torch.sigmoid(eta)
+    return y - trials * p, trials * p * (1 - p)
+
+
+def _fs_poisson(y, eta, d, trials):
+    mu = torch.exp(eta)
+    return y - mu, mu
+
+
+def _fs_negbinomial(y, eta, d, trials):
+    mu, phi = torch.exp(eta), d["shape"]
+    return (y - mu) * phi / (mu + phi), mu * phi / (mu + phi)
+
+
 def _check_real(name):
     def check(y: np.ndarray, trials: np.ndarray | None) -> None:
         if not np.issubdtype(np.asarray(y).dtype, np.number):
@@ -178,6 +211,7 @@ class Family:
     _simulate: Callable = dataclasses.field(repr=False, compare=False)
     _log_lik: Callable = dataclasses.field(repr=False, compare=False)
     check_response: Callable = dataclasses.field(repr=False, compare=False)
+    _score_fisher: Callable = dataclasses.field(repr=False, compare=False)
     integer_response: bool = False
 
     def simulate(self, eta: Tensor, dpars: dict[str, Tensor] | None = None, generator: torch.Generator | None = None,
@@ -190,6 +224,17 @@ class Family:
         """Pointwise log likelihood of ``y`` (same shape as ``eta`` after broadcasting)."""
         return self._log_lik(y, eta, self._dpars(dpars, eta), trials)
 
+    def score_fisher(self, y: Tensor, eta: Tensor, dpars: dict[str, Tensor] | None = None,
+                     trials: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Per row ``d log p(y | eta) / d eta`` and the Fisher information ``E[-d^2 log p / d eta^2]`` (lognormal: of log y).
+
+        Example:
+            >>> s, w = get_family("poisson").score_fisher(torch.tensor([3.0]), torch.tensor([0.0]))
+            >>> s.item(), w.item()
+            (2.0, 1.0)
+        """
+        return self._score_fisher(y, eta, self._dpars(dpars, eta), trials)
+
     def _dpars(self, dpars: dict[str, Tensor] | None, eta: Tensor) -> dict[str, Tensor]:
         dpars = dict(dpars or {})
         missing = [p for p in self.dpars if p not in dpars]
@@ -200,17 +245,17 @@ class Family:
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("gaussian", "identity", ("sigma",), ("positive",), "normal(mu, sigma)", _normal, _ll_normal,
-           _check_real("gaussian")),
+           _check_real("gaussian"), _fs_normal),
     Family("student", "identity", ("sigma", "nu"), ("positive", "interval:1:1000"), "student_t(nu, mu, sigma)",
-           _student, _ll_student, _check_real("student")),
+           _student, _ll_student, _check_real("student"), _fs_student),
     Family("lognormal", "identity", ("sigma",), ("positive",), "lognormal(mu, sigma)", _lognormal, _ll_lognormal,
-           _check_positive),
-    Family("bernoulli", "logit", (), (), "bernoulli_logit(mu)", _bernoulli, _ll_bernoulli, _check_binary, True),
+           _check_positive, _fs_normal),
+    Family("bernoulli", "logit", (), (), "bernoulli_logit(mu)", _bernoulli, _ll_bernoulli, _check_binary, _fs_bernoulli, True),
     Family("binomial", "logit", (), (), "binomial_logit(trials, mu)", _binomial, _ll_binomial, _check_binomial,
-           True),
-    Family("poisson", "log", (), (), "poisson_log(mu)", _poisson, _ll_poisson, _counts("poisson"), True),
+           _fs_binomial, True),
+    Family("poisson", "log", (), (), "poisson_log(mu)", _poisson, _ll_poisson, _counts("poisson"), _fs_poisson, True),
     Family("negbinomial", "log", ("shape",), ("positive",), "neg_binomial_2_log(mu, shape)", _negbinomial,
-           _ll_negbinomial, _counts("negbinomial"), True),
+           _ll_negbinomial, _counts("negbinomial"), _fs_negbinomial, True),
 )}
 
 

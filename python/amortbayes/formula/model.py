@@ -218,9 +218,11 @@ class FormulaModel(MultilevelModel):
     def local_log_prior(self, theta_global, theta_local) -> torch.Tensor:
         """``log MVN(r_j | 0, Sigma)`` per group; ``-inf`` where Sigma is singular (an adaptive proposal at |cor| = 1)."""
         L, bad = self._scale_tril(theta_global)
-        L = L[..., None, :, :]
-        z = torch.linalg.solve_triangular(L, theta_local[..., None], upper=False)[..., 0]
-        logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+        # L^-1 once per global draw, then a product per group (a triangular solve per group and
+        # draw dominated importance sampling: 8,000 draws x 8 local draws x 59 groups)
+        L_inv = torch.linalg.solve_triangular(L, torch.eye(self.K, dtype=L.dtype).expand_as(L), upper=False)
+        z = torch.einsum("...ab,...jb->...ja", L_inv, theta_local.to(L.dtype))
+        logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)[..., None]
         lp = -0.5 * (z * z).sum(-1) - logdet - 0.5 * self.K * math.log(2 * math.pi)
         return torch.where(bad[..., None], torch.full_like(lp, -math.inf), lp)
 
@@ -332,6 +334,45 @@ class FormulaModel(MultilevelModel):
         u = mean + torch.linalg.solve_triangular(chol.transpose(-1, -2), eps, upper=True)
         r = (L @ u)[..., 0]
         return torch.where(bad[..., None], torch.full_like(r, math.nan), r)
+
+    @property
+    def likelihood_family(self) -> Family:
+        """The family of the rows' response column (gaussian for lognormal, whose rows hold log y)."""
+        return get_family("gaussian") if self._log_response else self.family
+
+    def local_proposal(self, theta_global: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, m: int,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``m`` draws of one group's effects per global draw from its Laplace approximation, and their log density.
+
+        The proposal ``MultilevelAmortizer`` integrates a group's effects out with
+        (:func:`~amortbayes.formula.laplace.laplace_local_proposal`), instead of its local flow.
+        """
+        from amortbayes.formula.laplace import laplace_local_proposal
+
+        return laplace_local_proposal(self, theta_global, x, mask, m, generator)
+
+    def informative_columns(self) -> tuple[int, ...]:
+        """The data columns that carry information: the design's columns less constants and copies, and the response's.
+
+        Simulated designs resample the user's rows, so a column constant in the user's data
+        (an intercept's ones) is constant in every simulation, and a group term's column
+        equal to a fixed-effect one (``Days`` in ``Days + (Days | Subject)``) repeats it.
+
+        Example:
+            >>> from amortbayes.data import load_sleepstudy
+            >>> from amortbayes.formula import parse_terms
+            >>> m = FormulaModel(parse_terms("Reaction ~ Days + (Days | Subject)", load_sleepstudy()))
+            >>> [m.data_names[i] for i in m.informative_columns()]
+            ['X:Days', 'Reaction']
+        """
+        design = self._rows()[:, : self._n_design]
+        keep: list[int] = []
+        for k in range(design.shape[1]):
+            column = design[:, k]
+            if np.ptp(column) == 0 or any(np.array_equal(column, design[:, i]) for i in keep):
+                continue
+            keep.append(k)
+        return tuple(keep) + tuple(range(self._n_design, len(self.data_names)))
 
     def _safe_y(self, y: torch.Tensor) -> torch.Tensor:
         """A response value inside every family's support, for padded rows (masked out after)."""

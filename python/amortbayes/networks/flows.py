@@ -30,6 +30,7 @@ from nflows.transforms.permutations import Permutation, RandomPermutation
 from amortbayes.networks.context import PairedContext
 from amortbayes.networks.coupling import AffineCoupling, SplineCoupling, _chunked
 from amortbayes.networks.layers import SkipMLP
+from amortbayes.networks.pilot import ContextShift
 
 FLOW_KINDS = ("spline", "affine")
 
@@ -61,8 +62,13 @@ class FlowSettings:
             raise ValueError(f"flow sizes must be positive (bins >= 2), got {self}")
 
 
-def build_flow(dim: int, context_dim: int, settings: FlowSettings) -> Flow:
+def build_flow(dim: int, context_dim: int, settings: FlowSettings, context_shift: bool = False) -> Flow:
     """Build a conditional flow over ``dim`` parameters given a ``context_dim`` summary.
+
+    ``context_shift=True``: the context's last ``2 dim`` columns are a location and log
+    scale per parameter (a pilot estimate, :mod:`amortbayes.networks.pilot`) and the flow
+    models the parameters centred and scaled by them (:class:`~amortbayes.networks.pilot.ContextShift`
+    first); the layers see those columns as features too.
 
     Example:
         >>> flow = build_flow(2, 4, FlowSettings(layers=2, hidden=16))
@@ -71,7 +77,7 @@ def build_flow(dim: int, context_dim: int, settings: FlowSettings) -> Flow:
     """
     if dim < 1:
         raise ValueError("a flow needs at least one parameter")
-    transforms = []
+    transforms = [ContextShift(dim)] if context_shift else []
     for i in range(settings.layers):
         if dim > 1:
             transforms.append(RandomPermutation(dim))
@@ -174,7 +180,7 @@ def sample_flow(
     dim = flow._distribution._shape[0]
     # coupling layers take one context row per data set (context terms computed once, not n times)
     steps = flow._transform._transforms if isinstance(flow._transform, CompositeTransform) else [flow._transform]
-    grouped = all(isinstance(t, (Permutation, SplineCoupling, AffineCoupling)) for t in steps)
+    grouped = all(isinstance(t, (Permutation, SplineCoupling, AffineCoupling, ContextShift)) for t in steps)
     if isinstance(context, PairedContext) and (n != 1 or not grouped):
         context = context.materialize()  # the couplings take it with one draw per row; nflows' transforms never
     ctx = context if grouped else context.repeat_interleave(n, dim=0)
