@@ -21,7 +21,7 @@ def _held_out(model, n):
 
 def test_training_reduces_loss_and_reports_history(trained_gaussian):
     _, history = trained_gaussian
-    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "lr", "seconds", "skipped_batches", "best", "kept"]
+    assert list(history.columns) == ["epoch", "train_loss", "fit_loss", "val_loss", "lr", "seconds", "skipped_batches", "best", "kept"]
     assert (history["skipped_batches"] == 0).all()
     assert history["epoch"].tolist() == list(range(1, 11))
     assert history["val_loss"].iloc[-1] < history["val_loss"].iloc[:3].min()

@@ -233,7 +233,7 @@ def test_early_stopping_ends_with_the_best_epoch_of_an_overfitting_run():
     assert len(history) == best + 1 + 6 < 80  # stopped six epochs after the best one
     assert history["kept"].tolist() == history["best"].tolist() == [i == best for i in range(len(history))]
     assert history["val_loss"].iloc[-1] > history["val_loss"].iloc[best] + 0.5  # it did overfit
-    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[best]
+    assert history["fit_loss"].iloc[-1] < history["fit_loss"].iloc[best]  # the same weights on training simulations
     # the weights it ends with are the best epoch's: their validation loss is the best one, not the last
     val = _validation_split(data, settings)
     assert _loss_on(amortizer, val) == pytest.approx(history["val_loss"].iloc[best], abs=1e-4)
