@@ -29,6 +29,19 @@ EXPECTED = {
         "patient",
         59,
     ),
+    "exam": (
+        (4059, 10),
+        ["school", "student", "normexam", "standLRT", "sex", "schgend", "type", "vr",
+         "intake", "schavg"],
+        "school",
+        65,
+    ),
+    "contraception": (
+        (1934, 6),
+        ["district", "woman", "use", "livch", "age", "urban"],
+        "district",
+        60,
+    ),
 }
 
 
@@ -166,6 +179,76 @@ def test_epilepsy_facts():
         assert df[col].std(ddof=1) == pytest.approx(1.0, abs=1e-12)
     assert df["zAge"].iloc[0] == pytest.approx(0.424995011807687, abs=1e-14)
     assert df["zBase"].iloc[0] == pytest.approx(-0.757172824717557, abs=1e-14)
+
+
+def test_exam_facts():
+    df = abd.load_exam()
+    for col in ("normexam", "standLRT", "schavg"):
+        assert df[col].dtype == np.float64, col
+    assert list(df["school"].cat.categories) == [str(i) for i in range(1, 66)]
+    assert df["school"].cat.codes.is_monotonic_increasing  # rows grouped by school
+    sizes = df.groupby("school", observed=True).size()
+    assert sizes.min() == 2 and sizes.max() == 198
+    assert (sizes.idxmin(), sizes.idxmax()) == ("48", "14")
+    # student is an id within school: 650 labels, 4 (school, student) pairs occur twice
+    assert df["student"].map(type).eq(str).all()
+    assert df["student"].nunique() == 650
+    assert df.duplicated(["school", "student"]).sum() == 4
+    for col, levels in (("sex", ["F", "M"]), ("schgend", ["mixed", "boys", "girls"]),
+                        ("type", ["Mxd", "Sngl"]), ("vr", ["bottom 25%", "mid 50%", "top 25%"]),
+                        ("intake", ["bottom 25%", "mid 50%", "top 25%"])):
+        assert list(df[col].cat.categories) == levels, col
+    # counts computed in R: table(Exam$sex), table(Exam$schgend), ...
+    assert list(df["sex"].value_counts(sort=False)) == [2436, 1623]
+    assert list(df["schgend"].value_counts(sort=False)) == [2169, 513, 1377]
+    assert list(df["type"].value_counts(sort=False)) == [2169, 1890]
+    assert list(df["vr"].value_counts(sort=False)) == [640, 2263, 1156]
+    assert list(df["intake"].value_counts(sort=False)) == [1176, 2344, 539]
+    # type is "Sngl" exactly in the boys' and girls' schools
+    np.testing.assert_array_equal(df["type"] == "Sngl", df["schgend"] != "mixed")
+    # school-level columns: constant within school; schavg is the school mean of standLRT
+    by_school = df.groupby("school", observed=True)
+    assert (by_school[["schgend", "type", "vr", "schavg"]].nunique() == 1).all().all()
+    np.testing.assert_allclose(by_school["schavg"].first(), by_school["standLRT"].mean(), atol=1e-6)
+    # mlmRev's intake labels run against standLRT ("bottom 25%" has the highest mean)
+    assert list(df.groupby("intake", observed=True)["standLRT"].mean().round(4)) == [0.9173, -0.1513, -1.3298]
+    assert df["normexam"].mean() == pytest.approx(-0.0001138054, abs=1e-9)
+    assert df["standLRT"].mean() == pytest.approx(0.0018103538, abs=1e-9)
+    first = df.iloc[0]
+    assert (first["school"], first["student"], first["vr"], first["intake"]) == ("1", "143", "mid 50%", "bottom 25%")
+    assert first["normexam"] == pytest.approx(0.2613242, abs=1e-12)
+    assert first["standLRT"] == pytest.approx(0.6190592, abs=1e-12)
+
+
+def test_contraception_facts():
+    df = abd.load_contraception()
+    assert df["use"].dtype == np.int64 and df["urban"].dtype == np.int64
+    assert df["age"].dtype == np.float64
+    assert set(df["use"]) == {0, 1} and set(df["urban"]) == {0, 1}
+    # 60 districts labelled 1..61: mlmRev has no district 54
+    assert list(df["district"].cat.categories) == [str(i) for i in range(1, 62) if i != 54]
+    assert df["district"].cat.codes.is_monotonic_increasing  # rows grouped by district
+    assert list(df["woman"]) == [str(i) for i in range(1, 1935)]
+    assert list(df["livch"].cat.categories) == ["0", "1", "2", "3+"]
+    sizes = df.groupby("district", observed=True).size()
+    assert sizes.min() == 2 and sizes.max() == 118
+    assert (sizes.idxmin(), sizes.idxmax()) == ("3", "14")
+    # counts computed in R: table(use), table(urban), table(livch), table(livch, use), table(use, urban)
+    assert df["use"].sum() == 759 and df["urban"].sum() == 562
+    assert list(df["livch"].value_counts(sort=False)) == [530, 356, 305, 743]
+    assert list(df.groupby("livch", observed=True)["use"].sum()) == [133, 164, 147, 315]
+    assert list(df.groupby("urban")["use"].sum()) == [469, 290]
+    # urban varies within 42 districts; 15 are all rural, 3 all urban
+    urban = df.groupby("district", observed=True)["urban"].agg(["min", "max"])
+    assert ((urban["min"] == 0) & (urban["max"] == 1)).sum() == 42
+    assert (urban["max"] == 0).sum() == 15 and (urban["min"] == 1).sum() == 3
+    # age: mlmRev's centred age, 50 distinct values
+    assert df["age"].min() == pytest.approx(-13.56) and df["age"].max() == pytest.approx(19.44)
+    assert df["age"].mean() == pytest.approx(0.00219788, abs=1e-8)
+    assert df["age"].nunique() == 50
+    first = df.iloc[0]
+    assert (first["district"], first["woman"], first["use"], first["livch"], first["urban"]) == ("1", "1", 0, "3+", 1)
+    assert first["age"] == pytest.approx(18.44, abs=1e-12)
 
 
 def test_provenance_sha256_matches_shipped_csvs():

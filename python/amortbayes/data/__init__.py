@@ -16,6 +16,8 @@ __all__ = [
     "load_chickweight",
     "load_cbpp",
     "load_epilepsy",
+    "load_exam",
+    "load_contraception",
 ]
 
 # Group columns are returned as pandas ``category`` dtype whose categories are
@@ -224,10 +226,97 @@ def load_epilepsy() -> pd.DataFrame:
     return df
 
 
+_EXAM_BANDS = ["bottom 25%", "mid 50%", "top 25%"]
+
+
+def load_exam() -> pd.DataFrame:
+    """Exam scores of pupils in inner-London schools (mlmRev ``Exam``).
+
+    Source: R package mlmRev (Debian ``r-cran-mlmrev`` 1.0-8-2), data from
+    Goldstein, Rasbash et al. (1993), Oxford Review of Education 19, 425-433.
+    See ``PROVENANCE.md``. For a gaussian varying-intercept-and-slope model
+    ``normexam ~ standLRT + (standLRT | school)`` on about 4,000 rows.
+
+    Shape ``(4059, 10)``: 4059 pupils in 65 schools (2 to 198 pupils per
+    school), no missing values. Rows are in mlmRev's order (grouped by
+    school).
+
+    Columns:
+        school (category of str): school id, 65 levels "1".."65" (numeric
+            order, as in mlmRev).
+        student (str): pupil id *within* school ("1".."913"; not unique
+            across schools, and 4 (school, student) pairs occur twice).
+        normexam (float64): normalized exam score at age 16.
+        standLRT (float64): standardized London Reading Test score at age 11.
+        sex (category of str): "F" (2436) / "M" (1623).
+        schgend (category of str): school gender "mixed", "boys", "girls"
+            (mlmRev's level order).
+        type (category of str): school type "Mxd" / "Sngl" (mixed / single
+            sex).
+        vr (category of str): mlmRev's verbal-reasoning band "bottom 25%",
+            "mid 50%", "top 25%"; constant within school.
+        intake (category of str): mlmRev's intake band "bottom 25%",
+            "mid 50%", "top 25%" (labels kept as in mlmRev, although
+            "bottom 25%" has the highest mean ``standLRT``; see
+            ``PROVENANCE.md``).
+        schavg (float64): school average of ``standLRT`` (constant within
+            school).
+    """
+    df = _read_csv("exam.csv", str_cols=("school", "student", "sex", "schgend", "type", "vr", "intake"))
+    for col in ("normexam", "standLRT", "schavg"):
+        df[col] = df[col].astype("float64")
+    df["school"] = df["school"].astype(_numeric_label_dtype(df["school"]))
+    df["sex"] = df["sex"].astype(pd.CategoricalDtype(["F", "M"]))
+    df["schgend"] = df["schgend"].astype(pd.CategoricalDtype(["mixed", "boys", "girls"]))
+    df["type"] = df["type"].astype(pd.CategoricalDtype(["Mxd", "Sngl"]))
+    for col in ("vr", "intake"):
+        df[col] = df[col].astype(pd.CategoricalDtype(_EXAM_BANDS))
+    return df
+
+
+def load_contraception() -> pd.DataFrame:
+    """Contraceptive use of women in Bangladesh (mlmRev ``Contraception``).
+
+    Source: R package mlmRev (Debian ``r-cran-mlmrev`` 1.0-8-2), data from
+    the Bangladesh Fertility Survey (1989; mlmRev's help page says 1988).
+    See ``PROVENANCE.md``. For a bernoulli GLMM
+    ``use ~ age + urban + (urban | district)`` on about 2,000 rows.
+
+    Shape ``(1934, 6)``: 1934 women in 60 districts (2 to 118 women per
+    district), no missing values. Rows are in mlmRev's order (woman
+    1..1934, grouped by district).
+
+    Columns:
+        district (category of str): district id, 60 levels "1".."61"
+            without "54" (numeric order, as in mlmRev).
+        woman (category of str): woman id, 1934 levels "1".."1934" (the row
+            number).
+        use (int64): contraceptive use at the time of the survey, 1 = "Y"
+            (759 women), 0 = "N" (1175); an integer, the 0/1 response.
+        livch (category of str): number of living children "0", "1", "2",
+            "3+".
+        age (float64): age in years, centred as in mlmRev (-13.56 .. 19.44,
+            mean 0.0022).
+        urban (int64): 1 = urban ("Y", 562 women), 0 = rural ("N", 1372);
+            an integer, so a formula uses it as a 0/1 covariate (the same
+            design as R's treatment coding of mlmRev's factor).
+    """
+    df = _read_csv("contraception.csv", str_cols=("district", "woman", "livch"))
+    for col in ("use", "urban"):
+        df[col] = df[col].astype("int64")
+    df["age"] = df["age"].astype("float64")
+    df["district"] = df["district"].astype(_numeric_label_dtype(df["district"]))
+    df["woman"] = df["woman"].astype(_numeric_label_dtype(df["woman"]))
+    df["livch"] = df["livch"].astype(pd.CategoricalDtype(["0", "1", "2", "3+"]))
+    return df
+
+
 _LOADERS: dict[str, Callable[[], pd.DataFrame]] = {
     "cbpp": load_cbpp,
     "chickweight": load_chickweight,
+    "contraception": load_contraception,
     "epilepsy": load_epilepsy,
+    "exam": load_exam,
     "radon": load_radon,
     "sleepstudy": load_sleepstudy,
     "speed_acc": load_speed_acc,

@@ -4,10 +4,11 @@
 #     Rscript python/amortbayes/data/export_data.R
 #
 # Needs R and the Debian packages r-cran-lme4, r-cran-rtdists,
-# r-cran-rstanarm and r-cran-brms (ChickWeight is in base R's 'datasets').  The script only
-# reads data objects shipped with those packages; it fits nothing.  Output is
-# deterministic (no randomness), so re-running it reproduces the CSVs and the
-# sha256 sums recorded in PROVENANCE.md.  See PROVENANCE.md for the rationale
+# r-cran-rstanarm, r-cran-brms and r-cran-mlmrev (ChickWeight is in base R's
+# 'datasets').  The script only reads data objects shipped with those
+# packages; it fits nothing.  Output is deterministic (no randomness), so
+# re-running it reproduces the CSVs and the sha256 sums recorded in
+# PROVENANCE.md.  See PROVENANCE.md for the rationale
 # of every subset/recoding decision.
 
 args <- commandArgs(trailingOnly = FALSE)
@@ -122,3 +123,61 @@ stopifnot(nrow(epi) == 236, length(unique(epi$patient)) == 59,
           all(tapply(epi$Trt, epi$patient, function(x) length(unique(x))) == 1),
           sum(epi$count) == 1948)
 write_out(epi, "epilepsy.csv")
+
+## 7. Exam (mlmRev): inner-London exam scores, Goldstein et al. (1993) -------
+## Gaussian varying-intercept-and-slope check:
+## normexam ~ standLRT + (standLRT | school).  All rows, mlmRev's row order
+## (grouped by school).  Factors written as their labels, R's labels kept
+## (vr and intake contain spaces and "%", which the CSV allows: no comma, no
+## quote).  `student` is an id within school, not unique across schools.
+data("Exam", package = "mlmRev")
+ex <- data.frame(
+  school = as.character(Exam$school),
+  student = as.character(Exam$student),
+  normexam = Exam$normexam,
+  standLRT = Exam$standLRT,
+  sex = as.character(Exam$sex),
+  schgend = as.character(Exam$schgend),
+  type = as.character(Exam$type),
+  vr = as.character(Exam$vr),
+  intake = as.character(Exam$intake),
+  schavg = Exam$schavg
+)
+stopifnot(nrow(ex) == 4059, length(unique(ex$school)) == 65,
+          identical(levels(Exam$school), as.character(1:65)),
+          !is.unsorted(as.integer(ex$school)),
+          min(table(ex$school)) == 2, max(table(ex$school)) == 198,
+          identical(levels(Exam$vr), c("bottom 25%", "mid 50%", "top 25%")),
+          identical(levels(Exam$intake), c("bottom 25%", "mid 50%", "top 25%")),
+          identical(levels(Exam$schgend), c("mixed", "boys", "girls")),
+          identical(levels(Exam$sex), c("F", "M")), identical(levels(Exam$type), c("Mxd", "Sngl")),
+          all(tapply(ex$vr, ex$school, function(v) length(unique(v))) == 1),
+          all(tapply(ex$schavg, ex$school, function(v) length(unique(v))) == 1))
+write_out(ex, "exam.csv")
+
+## 8. Contraception (mlmRev): Bangladesh Fertility Survey --------------------
+## Bernoulli GLMM check: use ~ age + urban + (urban | district).  All rows,
+## mlmRev's row order (woman 1..1934, grouped by district).  `use` and
+## `urban` are written as the integers 0 ("N") / 1 ("Y"), so that a formula
+## uses them as a 0/1 response and a numeric indicator (the same design as
+## R's treatment coding of mlmRev's factor `urban`, levels "N", "Y").
+## `age` is mlmRev's centred age, unchanged.  District "54" does not occur.
+data("Contraception", package = "mlmRev")
+stopifnot(identical(levels(Contraception$use), c("N", "Y")),
+          identical(levels(Contraception$urban), c("N", "Y")),
+          identical(levels(Contraception$livch), c("0", "1", "2", "3+")),
+          identical(levels(Contraception$district), as.character(setdiff(1:61, 54))))
+con <- data.frame(
+  district = as.character(Contraception$district),
+  woman = as.character(Contraception$woman),
+  use = as.integer(Contraception$use == "Y"),
+  livch = as.character(Contraception$livch),
+  age = Contraception$age,
+  urban = as.integer(Contraception$urban == "Y")
+)
+stopifnot(nrow(con) == 1934, length(unique(con$district)) == 60,
+          identical(con$woman, as.character(seq_len(1934))),
+          !is.unsorted(as.integer(con$district)),
+          min(table(con$district)) == 2, max(table(con$district)) == 118,
+          sum(con$use) == 759, sum(con$urban) == 562)
+write_out(con, "contraception.csv")
