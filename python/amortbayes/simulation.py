@@ -67,6 +67,12 @@ class ModelInfo:
         local_parameter_support: the same for the local parameters, which may also be
             bounded above by their group's data: ``"below_min:<column>"`` or
             ``"below_log_min:<column>"`` (see :class:`amortbayes.networks.standardize.ParameterMap`).
+        group_data: ``"rows"`` (each group is its rows) or ``"moments"`` (each group is one
+            row of the moment sums of ``row_names``' columns, :mod:`amortbayes.moments`;
+            multilevel only).
+        row_names: the row columns whose moments a ``"moments"`` group holds.
+        row_shift: the moments are of the row columns less these values (empty: none), see
+            :func:`amortbayes.moments.augmented_gram`.
     """
 
     name: str
@@ -78,6 +84,9 @@ class ModelInfo:
     n_groups: tuple[int, int] = (1, 1)
     parameter_support: tuple[str, ...] = ()
     local_parameter_support: tuple[str, ...] = ()
+    group_data: str = "rows"
+    row_names: tuple[str, ...] = ()
+    row_shift: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +99,9 @@ class ModelInfo:
             "n_groups": list(self.n_groups),
             "parameter_support": list(self.parameter_support),
             "local_parameter_support": list(self.local_parameter_support),
+            "group_data": self.group_data,
+            "row_names": list(self.row_names),
+            "row_shift": list(self.row_shift),
         }
 
     @classmethod
@@ -104,6 +116,9 @@ class ModelInfo:
             n_groups=tuple(int(v) for v in d.get("n_groups", (1, 1))),  # type: ignore[arg-type]
             parameter_support=tuple(d.get("parameter_support", ())),
             local_parameter_support=tuple(d.get("local_parameter_support", ())),
+            group_data=str(d.get("group_data", "rows")),
+            row_names=tuple(d.get("row_names", ())),
+            row_shift=tuple(float(v) for v in d.get("row_shift", ())),
         )
 
 
@@ -127,6 +142,9 @@ def model_info(model: Any) -> ModelInfo:
         n_groups=(int(n_groups[0]), int(n_groups[1])),
         parameter_support=tuple(model.parameter_support),
         local_parameter_support=tuple(getattr(model, "local_parameter_support", ())),
+        group_data=str(getattr(model, "group_data", "rows")),
+        row_names=tuple(getattr(model, "row_names", ())),
+        row_shift=tuple(float(v) for v in getattr(model, "row_shift", ())),
     )
 
 
@@ -226,6 +244,11 @@ class MultilevelModel(abc.ABC):
     # its exact minima and maxima too.  Declare the bound itself in local_parameter_support
     # ("below_log_min:rt") so that draws cannot cross it.
     support_depends_on_data: bool = False
+    # "moments": each group's data are one row of the moment sums of the row columns
+    # row_names (amortbayes.moments), which the model simulates and reads in place of rows
+    group_data: str = "rows"
+    row_names: tuple[str, ...] = ()
+    row_shift: tuple[float, ...] = ()  # the moments are of the row columns less these
 
     @abc.abstractmethod
     def sample_global(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

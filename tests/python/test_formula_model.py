@@ -19,7 +19,9 @@ from amortbayes.formula.model import FormulaModel, lkj_log_normalizer  # noqa: E
 
 @pytest.fixture(scope="module")
 def model():
-    return FormulaModel(parse_terms("Reaction ~ Days + (Days | Subject)", load_sleepstudy()))
+    # the rows layout: these tests check row-level densities and designs against scipy; the moments
+    # layout (the gaussian default) is checked against this one in test_formula_moments.py
+    return FormulaModel(parse_terms("Reaction ~ Days + (Days | Subject)", load_sleepstudy()), group_data="rows")
 
 
 def test_parameters_are_named_as_brms_names_them(model):
@@ -198,7 +200,7 @@ def test_gaussian_local_posterior_draws_match_the_conjugate_posterior(model):
 
 def test_lognormal_rows_hold_log_y_and_the_likelihood_is_lognormal_in_y():
     df = load_sleepstudy()
-    m = FormulaModel(parse_terms("Reaction ~ Days + (1 | Subject)", df), family="lognormal")
+    m = FormulaModel(parse_terms("Reaction ~ Days + (1 | Subject)", df), family="lognormal", group_data="rows")
     assert m.data_names[-1] == "log(Reaction)"
     rows = m.observed()
     np.testing.assert_allclose(rows[0][:, -1], np.log(df.Reaction[:10]), rtol=1e-6)
@@ -226,8 +228,9 @@ def test_count_rows_carry_log1p_of_the_counts_for_the_networks():
 
 def test_lognormal_group_marginal_is_the_gaussian_one_of_log_y_less_its_jacobian():
     df = load_sleepstudy()
-    ln = FormulaModel(parse_terms("Reaction ~ Days + (1 | Subject)", df), family="lognormal")
-    logged = FormulaModel(parse_terms("logR ~ Days + (1 | Subject)", df.assign(logR=np.log(df.Reaction))))
+    ln = FormulaModel(parse_terms("Reaction ~ Days + (1 | Subject)", df), family="lognormal", group_data="rows")
+    logged = FormulaModel(parse_terms("logR ~ Days + (1 | Subject)", df.assign(logR=np.log(df.Reaction))),
+                          group_data="rows")
     theta = torch.tensor([[5.5, 0.03, 0.1, 0.2]], dtype=torch.float64)
     rows_ln = torch.as_tensor(ln.observed()[0], dtype=torch.float64)
     rows_g = torch.as_tensor(logged.observed()[0], dtype=torch.float64)

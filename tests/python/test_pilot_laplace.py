@@ -87,7 +87,7 @@ def _group(model, j):
 
 
 def test_the_laplace_proposal_of_a_gaussian_group_is_its_exact_conditional_posterior():
-    model = FormulaModel(parse_terms("Reaction ~ Days + (Days | Subject)", load_sleepstudy()))
+    model = FormulaModel(parse_terms("Reaction ~ Days + (Days | Subject)", load_sleepstudy()), group_data="rows")
     theta = model.sample_global(3, torch.Generator().manual_seed(2))
     rows, mask = _group(model, 3)
     draws, log_q = model.local_proposal(theta, rows, mask, 64, torch.Generator().manual_seed(3))

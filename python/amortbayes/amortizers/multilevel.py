@@ -59,7 +59,7 @@ from amortbayes.networks import (
 from amortbayes.networks.context import PairedContext
 from amortbayes.networks.pilot import PilotSettings, pilot_context
 from amortbayes.networks.standardize import soft_bound
-from amortbayes.networks.summary import n_statistics, with_statistics
+from amortbayes.networks.summary import n_statistics, pairwise_products, with_statistics
 from amortbayes.simulation import Batch, ModelInfo, MultilevelData, prepare_multilevel
 
 LIKELIHOOD_CHUNK_TERMS = 2**18  # likelihood terms (draws x rows) per pass when estimating a group's evidence
@@ -151,6 +151,11 @@ class MultilevelSettings:
             the group's exact statistics to it).
         group_extremes: a DeepSet group summary also passes each feature's exact minimum and
             maximum within the group (models whose parameter support ends at the data).
+        group_row_network: a DeepSet group summary passes each row through a learned network
+            before pooling (True), or reads a group only through its exact first and second
+            moments and the statistics computed from them (False: a few products per row,
+            so a step's cost hardly grows with the rows; needed for models whose groups are
+            moment rows, ``group_data = "moments"``, :mod:`amortbayes.moments`).
         global_summary_dim: size of the data-set embedding ``h_1``.
         hidden: width of the summary networks.
         global_flow: flow for the global parameters.
@@ -167,6 +172,7 @@ class MultilevelSettings:
     group_summary: str = "deepset"
     group_summary_dim: int = 16
     group_extremes: bool = False
+    group_row_network: bool = True
     global_summary_dim: int = 32
     hidden: int = 64
     global_flow: FlowSettings = FlowSettings()
@@ -294,13 +300,24 @@ class MultilevelAmortizer(nn.Module):
             self.global_map = ParameterMap(tuple(info.parameter_support) or n_glob)
             # a local support may end at the group's data ("below_log_min:rt"); see ParameterMap
             self.local_map = ParameterMap(tuple(info.local_parameter_support) or n_loc, tuple(info.data_names))
-            self.x_std = Standardizer(n_feat)
-            self.data_range = DataRange(tuple(info.data_names), grouped=True)
-            if s.summary_columns is not None and (not s.summary_columns or not set(s.summary_columns) <= set(range(n_feat))):
-                raise ValueError(f"summary_columns must be data columns 0..{n_feat - 1}, got {s.summary_columns}")
-            n_read = n_feat if s.summary_columns is None else len(s.summary_columns)
+            # groups as moment rows (amortbayes.moments): the summary reads the row columns' moments
+            self.moments = info.group_data == "moments"
+            if self.moments and (s.group_summary != "deepset" or s.group_row_network):
+                raise ValueError(f"model {info.name!r} gives each group as moment sums (group_data='moments'), which "
+                                 "only a DeepSet group summary without a row network reads: "
+                                 "MultilevelSettings(group_summary='deepset', group_row_network=False)")
+            names = tuple(info.row_names) if self.moments else tuple(info.data_names)
+            n_cols = len(names)
+            self.x_std = Standardizer(n_cols)  # of the row columns (fitted from the moments for moment rows)
+            self.data_range = DataRange(names, grouped=True, moments=self.moments, shift=tuple(info.row_shift))
+            if s.summary_columns is not None and (not s.summary_columns or not set(s.summary_columns) <= set(range(n_cols))):
+                what = "row" if self.moments else "data"
+                raise ValueError(f"summary_columns must be {what} columns 0..{n_cols - 1}, got {s.summary_columns}")
+            n_read = n_cols if s.summary_columns is None else len(s.summary_columns)
+            if not s.group_row_network and s.group_summary != "deepset":
+                raise ValueError(f"group_row_network=False is a DeepSet option; group_summary is {s.group_summary!r}")
             self.group_summary = build_summary(s.group_summary, n_read, s.group_summary_dim, s.hidden,
-                                               extremes=s.group_extremes)
+                                               extremes=s.group_extremes, row_network=s.group_row_network)
             # a group's embedding carries its exact statistics (when the group summary has them),
             # and the data-set summary pools their exact cross-group second moments (between-group
             # spread and covariance of the groups' slopes, means and residual SDs).  Exact
@@ -326,19 +343,27 @@ class MultilevelAmortizer(nn.Module):
         """Learn standardization of global and local parameters and of the data (masked)."""
         self.global_map.fit(batch["theta_global"])
         self.local_map.fit(batch["theta_local"], batch["group_mask"], self.local_map.upper(batch["x"], batch["mask"]))
-        self.x_std.fit(batch["x"], batch["mask"])
+        if self.moments:
+            self.x_std.fit_moments(batch["x"], batch["group_mask"])
+        else:
+            self.x_std.fit(batch["x"], batch["mask"])
         self.data_range.fit(batch["x"], batch["mask"])
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor, group_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Group embeddings ``(B, J, S_l)`` and data-set summaries ``(B, S_g)`` (embedding + pooled SDs + pilot)."""
-        z = soft_bound(self.x_std(x)) * mask.unsqueeze(-1)
-        if self.settings.summary_columns is not None:
-            z = z[..., list(self.settings.summary_columns)]
-        # padded groups get one dummy row so every network sees a non-empty set; their
-        # embeddings are excluded by group_mask below
-        safe = mask.clone()
-        safe[..., 0] = torch.where(group_mask > 0, mask[..., 0], torch.ones_like(mask[..., 0]))
-        groups = with_statistics(self.group_summary, z, safe)
+        if not self.settings.group_row_network:
+            # a group enters through its exact standardized moments only: from moment rows,
+            # or from rows by a few products per row (no network per row, no soft bound)
+            groups = torch.cat(self.group_summary.forward_moments(*self._group_moments(x, mask, group_mask)), dim=-1)
+        else:
+            z = soft_bound(self.x_std(x)) * mask.unsqueeze(-1)
+            if self.settings.summary_columns is not None:
+                z = z[..., list(self.settings.summary_columns)]
+            # padded groups get one dummy row so every network sees a non-empty set; their
+            # embeddings are excluded by group_mask below
+            safe = mask.clone()
+            safe[..., 0] = torch.where(group_mask > 0, mask[..., 0], torch.ones_like(mask[..., 0]))
+            groups = with_statistics(self.group_summary, z, safe)
         summary = self.global_summary(groups, group_mask)
         if self.n_pooled:
             stats = groups[..., -n_statistics(self.group_summary) :]
@@ -346,8 +371,38 @@ class MultilevelAmortizer(nn.Module):
         if self.settings.pilot is not None:
             rows = mask * (group_mask > 0).unsqueeze(-1).to(mask)  # a left-out group's rows do not count
             std = self.global_map.std
-            summary = torch.cat([summary, pilot_context(x, rows, self.settings.pilot, std.mean, std.std)], dim=-1)
+            shift = torch.tensor(self.info.row_shift, dtype=torch.float64) if self.info.row_shift else None
+            summary = torch.cat([summary, pilot_context(x, rows, self.settings.pilot, std.mean, std.std,
+                                                        moments=self.moments, shift=shift)], dim=-1)
         return groups, summary
+
+    def _group_moments(self, x: torch.Tensor, mask: torch.Tensor,
+                       group_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per group the means and second moments ``k <= l`` of the standardized summary columns, and ``N``.
+
+        From moment rows exactly (:func:`amortbayes.moments.standardized_moments`), or from
+        rows; the two agree for the same data.  Padded groups get zero moments and ``N = 0``.
+        """
+        from amortbayes.moments import moment_means, standardized_moments
+
+        cols = self.settings.summary_columns
+        if self.moments:
+            n, mean, second = moment_means(x, mask * (group_mask[..., None] > 0).to(mask))
+            f = mean.shape[-1]
+            if cols is not None:  # the moments of a subset of columns are a subset of the moments
+                keep = [k * f - k * (k - 1) // 2 + (l - k) for i, k in enumerate(cols) for l in cols[i:]]
+                mean, second = mean[..., list(cols)], second[..., keep]
+            loc, scale = self.x_std.mean, self.x_std.std
+            if cols is not None:
+                loc, scale = loc[list(cols)], scale[list(cols)]
+            mean, second = standardized_moments(mean, second, loc, scale)
+            return mean.to(x.dtype), second.to(x.dtype), n.to(x.dtype)
+        cols = list(range(x.shape[-1])) if cols is None else list(cols)
+        m = mask.unsqueeze(-1)
+        z = (x[..., cols] - self.x_std.mean[cols]) / self.x_std.std[cols] * m  # standardized before the products
+        n = m.sum(-2)
+        moments = pairwise_products(z).sum(-2) / n.clamp_min(1.0)
+        return moments[..., : len(cols)], moments[..., len(cols):], n[..., 0]
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Negative log of the factorized posterior density (eq. 17), averaged over data sets."""

@@ -135,7 +135,9 @@ class AmortizedFit:
         data = pd.read_csv(folder / FIT_DATA, dtype={c: str for c in spec.get("text_columns", [])})
         terms = parse_terms(spec["formula"], data)
         priors = [make_prior(p["prior"], class_=p["class"], coef=p["coef"], group=p["group"]) for p in spec["priors"]]
-        model = FormulaModel(terms, spec["family"], priors, tuple(spec["n_groups"]), tuple(spec["n_obs"]))
+        n_obs = spec.get("n_obs")
+        model = FormulaModel(terms, spec["family"], priors, tuple(spec["n_groups"]), tuple(n_obs) if n_obs else None,
+                             group_data=spec.get("group_data", "rows"))
         amortizer = load(folder, model=model)
         return _draw(model, amortizer, data, method or spec["method"], draws, seed, None)
 
@@ -149,7 +151,7 @@ class AmortizedFit:
         import torch
 
         t = self.terms
-        x, mask = pad_datasets(self.model.observed(t))
+        x, mask = pad_datasets(self.model.observed_rows(t))
         x, mask = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(mask, dtype=torch.float64)
         theta = torch.as_tensor(self.posterior.global_draws[0], dtype=torch.float64)
         local = torch.as_tensor(self.posterior.local_draws[0], dtype=torch.float64)
@@ -346,10 +348,16 @@ def network_settings(model: FormulaModel):
     trials = names.index("trials") if "trials" in names else None
     family = {"poisson": "poisson", "negbinomial": "poisson", "bernoulli": "binomial",
               "binomial": "binomial"}.get(model.family.name, "gaussian")  # student and lognormal (log y): gaussian
-    pilot = PilotSettings(family, design=tuple(range(P)), response=len(names) - 1,
-                          parameters=tuple(range(P)), trials=trials)
+    if model.group_data == "moments":  # the pilot reads the columns [1, design columns, response] of the moments
+        design, response = tuple(int(i) for i in model._design_aug[:P]), len(model.row_names)
+    else:
+        design, response = tuple(range(P)), len(names) - 1
+    pilot = PilotSettings(family, design=design, response=response, parameters=tuple(range(P)), trials=trials)
+    # a group enters through its moments only (no network per row: a step's cost hardly grows with the
+    # rows), except for student, whose degrees of freedom show in the tails, beyond the second moments
     return dataclasses.replace(default_settings(model), local_flow=GAUSSIAN_LOCAL_FLOW, pilot=pilot,
-                               summary_columns=model.informative_columns())
+                               summary_columns=model.informative_columns(),
+                               group_row_network=model.family.name == "student")
 
 
 def _stored_key(folder: Path) -> dict | None:

@@ -18,6 +18,15 @@ replacement up to that group's size, cyclically beyond it; the group size is the
 simulation contract draws), so the amortizer is trained on data sets like
 the observed one and its perturbations (other groups, subsets, bootstraps).
 
+Gaussian and lognormal models hold each group as its *moment sums* (``group_data="moments"``,
+:mod:`amortbayes.moments`): the count, sums and sums of products of the distinct design
+columns and the response, less the user data's column means.  Those are the sufficient
+statistics of a group, so the simulator draws them exactly without making rows
+(``D'y ~ N(D'D beta, sigma^2 D'D)`` and ``y'y`` from the projection of the noise and a
+chi-squared remainder of ``N_j - rank(D)`` degrees of freedom) and the likelihood, the
+groups' exact marginals and the pilot read them; a step's cost does not grow with the rows.
+``group_data="rows"`` keeps the rows (the other families always do).
+
 References:
     Lewandowski, Kurowicka & Joe (2009), Generating random correlation matrices based on
     vines and extended onion method, J. Multivariate Analysis 100 (the LKJ density).
@@ -36,6 +45,7 @@ import torch
 from amortbayes.formula.families import Family, get_family
 from amortbayes.formula.priors import Prior, combine_priors, default_priors
 from amortbayes.formula.terms import FormulaTerms
+from amortbayes.moments import augmented_gram, gram_to_moments, moment_names, row_moments, sample_chi2
 from amortbayes.simulation import MultilevelModel, pad_datasets
 
 
@@ -63,12 +73,17 @@ class FormulaModel(MultilevelModel):
         priors: the user's prior statements (the rest are brms' data-scaled defaults).
         n_groups: range of J in training (default: half to one and a half times the observed J).
         n_obs: range of N_j in training (default: the observed smallest to largest group).
+            With the default, each simulated group takes all rows of one of the user's groups
+            (N_j as observed); a range given here resamples a group's rows to sizes drawn
+            uniformly from it instead (rows layout only).
+        group_data: ``"moments"`` (default for gaussian and lognormal) or ``"rows"``.
     """
 
     name = "formula"
 
     def __init__(self, terms: FormulaTerms, family: str | Family = "gaussian", priors: list[Prior] | None = None,
-                 n_groups: tuple[int, int] | None = None, n_obs: tuple[int, int] | None = None):
+                 n_groups: tuple[int, int] | None = None, n_obs: tuple[int, int] | None = None,
+                 group_data: str | None = None):
         if terms.group is None:
             raise ValueError("FormulaModel needs a group term such as (1 | g); formulas without one are single-level")
         self.terms = terms
@@ -109,13 +124,26 @@ class FormulaModel(MultilevelModel):
             self.group_log_marginal = self._gaussian_group_log_marginal
             self.sample_local_posterior = self._gaussian_sample_local_posterior
         # the user's groups as padded design rows [X, Z] (the response left off), resampled by simulate_data
-        design, mask = pad_datasets([g[:, : self._n_design] for g in self.observed()])
+        design, mask = pad_datasets([g[:, : self._n_design] for g in self.observed_rows()])
         sizes = mask.sum(1).astype(np.int64)
         self._user_sizes = torch.as_tensor(sizes, dtype=torch.long)
-        self._user_design = torch.from_numpy(design)
+        self._user_design = torch.from_numpy(design).float()
         J = len(sizes)
-        self.n_groups = n_groups or (max(2, J // 2), max(2, J + J // 2))
-        self.n_obs = n_obs or (int(sizes.min()), int(sizes.max()))
+        self.n_groups = tuple(n_groups) if n_groups else (max(2, J // 2), max(2, J + J // 2))
+        self._resample_sizes = n_obs is not None  # sizes drawn from n_obs (rows resampled) instead of the users'
+        self.n_obs = tuple(n_obs) if n_obs else (int(sizes.min()), int(sizes.max()))
+        if group_data is None:
+            group_data = "moments" if self.gaussian_local_posterior else "rows"
+        if group_data not in ("rows", "moments"):
+            raise ValueError(f"group_data must be 'rows' or 'moments', got {group_data!r}")
+        if group_data == "moments" and not self.gaussian_local_posterior:
+            raise ValueError(f"family {self.family.name!r} depends on a group's rows beyond their moments; "
+                             "group_data='moments' is for gaussian and lognormal models")
+        if group_data == "moments" and self._resample_sizes:
+            raise ValueError("n_obs= resamples a group's rows to other sizes, which needs group_data='rows'")
+        self.group_data = group_data
+        if group_data == "moments":
+            self._setup_moments()
         self._xbar = torch.as_tensor(terms.X.mean(0), dtype=torch.float64)
         self._intercept = terms.fixed_names.index("Intercept") if "Intercept" in terms.fixed_names else None
         self._prior_of = self._assign_priors()
@@ -142,7 +170,8 @@ class FormulaModel(MultilevelModel):
     def config(self) -> dict[str, Any]:
         return {"formula": self.terms.formula, "family": self.family.name,
                 "priors": [{"prior": p.stan(), "class": p.class_, "coef": p.coef, "group": p.group} for p in self.priors],
-                "n_groups": list(self.n_groups), "n_obs": list(self.n_obs)}
+                "n_groups": list(self.n_groups), "n_obs": list(self.n_obs) if self._resample_sizes else None,
+                "group_data": self.group_data}
 
     # -- globals -----------------------------------------------------------------------------------------------
     def _scalar_columns(self) -> list[int]:
@@ -226,6 +255,92 @@ class FormulaModel(MultilevelModel):
         lp = -0.5 * (z * z).sum(-1) - logdet - 0.5 * self.K * math.log(2 * math.pi)
         return torch.where(bad[..., None], torch.full_like(lp, -math.inf), lp)
 
+
+    # -- the moments layout (gaussian, lognormal) ----------------------------------------------------------------
+    def _setup_moments(self) -> None:
+        """Row columns, their map from the design, the shift, and each user group's design Gram matrix."""
+        t = self.terms
+        names = list(t.fixed_names) + list(t.group_names)
+        design = self._rows()[:, : self.P + self.K]
+        cols: list[str] = []  # distinct design columns other than an intercept's ones
+        aug: list[int] = []  # design column -> column of [1, row columns]
+        for k, name in enumerate(names):
+            if name == "Intercept" and np.all(design[:, k] == 1.0):
+                aug.append(0)
+            elif name in cols and np.array_equal(design[:, k], design[:, names.index(name)]):
+                aug.append(1 + cols.index(name))  # the same term in X and in Z (Days in Days + (Days | g))
+            else:
+                cols.append(name if name not in cols else f"{name}.{k}")
+                aug.append(len(cols))
+        self._design_aug = torch.tensor(aug, dtype=torch.long)
+        self._design_cols = [names.index(c) if c in names else int(c.rsplit(".", 1)[1]) for c in cols]
+        self.row_names = tuple(cols) + (self.data_names[-1],)
+        self._y_aug = len(cols) + 1
+        rows = self._row_columns(self._rows())
+        self.row_shift = tuple(float(v) for v in rows.mean(0))
+        self._shift = torch.tensor(self.row_shift, dtype=torch.float64)
+        self.data_names = moment_names(self.row_names)
+        # each user group's Gram matrix of [1, design columns], its square root and rank (for D'y ~ N(., sigma^2 D'D))
+        groups = [self._row_columns(g) for g in self.observed_rows()]
+        a = len(cols) + 1
+        gram_ = torch.stack([self._design_gram(g) for g in groups])
+        lam, vec = torch.linalg.eigh(gram_)
+        tol = lam.amax(-1, keepdim=True).clamp_min(1e-300) * a * 1e-12
+        positive = lam > tol
+        self._user_gram = gram_
+        self._user_root = vec * torch.where(positive, lam, torch.zeros_like(lam)).sqrt()[..., None, :]  # V sqrt(lambda)
+        self._user_positive = positive
+        self._user_rank = positive.sum(-1)
+
+    @staticmethod
+    def _design_gram(rows: np.ndarray) -> torch.Tensor:
+        d = torch.as_tensor(np.column_stack([np.ones(len(rows)), rows[:, :-1]]), dtype=torch.float64)
+        return d.T @ d
+
+    def _row_columns(self, rows: np.ndarray) -> np.ndarray:
+        """The moments layout's row columns (distinct design columns, response) of rows ``[X, Z, y]``."""
+        return np.column_stack([rows[:, self._design_cols], rows[:, -1]])
+
+    def _coefficients(self, theta_global: torch.Tensor, theta_local: torch.Tensor) -> torch.Tensor:
+        """Each group's coefficients on the columns ``[1, design columns]``, ``(..., J, 1 + D)``."""
+        P = self.P
+        b = theta_global[..., None, :P].expand(*theta_local.shape[:-1], P)
+        both = torch.cat([b, theta_local.to(b.dtype)], -1)
+        out = torch.zeros(*both.shape[:-1], self._y_aug, dtype=both.dtype, device=both.device)
+        return out.index_add(-1, self._design_aug.to(both.device), both)
+
+    def _simulate_moments(self, theta_global, theta_local, user, generator) -> torch.Tensor:
+        """Moment rows ``(B, J, 1, M)`` of groups that take the designs of the user groups ``user (B, J)``.
+
+        With ``D`` the group's columns ``[1, design]`` and ``y = D beta + sigma e``:
+        ``D'y = D'D beta + sigma V sqrt(lambda) z`` (``D'D = V lambda V'``, so ``D'e ~ N(0, D'D)``),
+        ``y'y = beta'D'D beta + 2 sigma beta'V sqrt(lambda) z + sigma^2 (|z_+|^2 + chi2_{N - rank D})``:
+        ``|z_+|^2`` is the noise's squared length in the span of ``D``, the chi-squared its rest.
+        Exact in distribution, in float64, without rows.
+        """
+        tg, tl = theta_global.double(), theta_local.double()
+        beta = self._coefficients(tg, tl)  # (B, J, a)
+        gram_, root, positive = self._user_gram[user], self._user_root[user], self._user_positive[user]
+        n = gram_[..., 0, 0]
+        sigma = self._dpars(tg)["sigma"][..., 0]  # (B, 1)
+        z = torch.randn(beta.shape, generator=generator, dtype=torch.float64) * positive
+        noise = (root @ z[..., None])[..., 0]  # D'e
+        mean = (gram_ @ beta[..., None])[..., 0]
+        dy = mean + sigma[..., None] * noise
+        rest = sample_chi2(n - self._user_rank[user], generator)
+        yy = (beta * mean).sum(-1) + 2 * sigma * (beta * noise).sum(-1) + sigma**2 * ((z * z).sum(-1) + rest)
+        a = self._y_aug
+        full = torch.zeros(*beta.shape[:-1], a + 1, a + 1, dtype=torch.float64)
+        full[..., :a, :a] = gram_
+        full[..., :a, a] = dy
+        full[..., a, :a] = dy
+        full[..., a, a] = yy
+        return gram_to_moments(full, self._shift)[..., None, :]
+
+    def _group_gram(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Float64 Gram matrix of ``[1, design columns, response]`` per group of a moments layout, ``(..., a + 1, a + 1)``."""
+        return augmented_gram(x[..., 0, :].double() * mask[..., 0, None].double(), self._shift)
+
     # -- data ---------------------------------------------------------------------------------------------------
     def _eta(self, theta_global, theta_local, x):
         P, K = self.P, self.K
@@ -235,6 +350,52 @@ class FormulaModel(MultilevelModel):
     def _dpars(self, theta_global) -> dict[str, torch.Tensor]:
         start = self.P + self.K + len(self.cor_pairs)
         return {d: theta_global[..., None, None, start + i] for i, d in enumerate(self.family.dpars)}
+
+    @property
+    def info(self):
+        """The model's :class:`~amortbayes.simulation.ModelInfo`; a moments layout has one row per group."""
+        import dataclasses
+
+        from amortbayes.simulation import model_info
+
+        info = model_info(self)
+        return dataclasses.replace(info, n_obs=(1, 1)) if self.group_data == "moments" else info
+
+    def simulate(self, batch_size: int, generator: torch.Generator | None = None,
+                 n_groups: int | tuple[int, int] | None = None, n_obs: int | tuple[int, int] | None = None):
+        """A batch of data sets whose groups are whole groups of the user's data (rows or moment sums).
+
+        ``J`` is drawn from ``n_groups``; each group takes all rows of a user group drawn at
+        random (so ``N_j`` is distributed as observed).  With ``n_obs`` (or a model built with
+        ``n_obs=``) the sizes are drawn from that range and the rows resampled instead
+        (:meth:`simulate_data`).
+        """
+        if n_obs is not None or self._resample_sizes:
+            if self.group_data == "moments":
+                raise ValueError("a moments layout simulates whole groups of the user's data; n_obs= needs "
+                                 "group_data='rows'")
+            return super().simulate(batch_size, generator, n_groups, n_obs)
+        from amortbayes.simulation import _size_range
+
+        jlo, jhi = _size_range(self.n_groups if n_groups is None else n_groups)
+        theta_g = self.sample_global(batch_size, generator)
+        counts = torch.randint(jlo, jhi + 1, (batch_size,), generator=generator)
+        j_max = int(counts.max())
+        group_mask = (torch.arange(j_max)[None, :] < counts[:, None]).float()
+        user = torch.randint(0, len(self._user_sizes), (batch_size, j_max), generator=generator)
+        theta_l = self.sample_local(theta_g, j_max, generator)
+        if self.group_data == "moments":
+            x = self._simulate_moments(theta_g, theta_l, user, generator)
+            mask = group_mask[..., None]
+        else:
+            sizes = self._user_sizes[user] * group_mask.long()
+            n_max = int(sizes.max())
+            rows = self._user_design[user, :n_max]  # the user's rows in their order (padding last)
+            mask = (torch.arange(n_max)[None, None, :] < sizes[..., None]).float()
+            x = self._simulate_response(theta_g, theta_l, rows, generator)
+        theta_l = theta_l.float()
+        return {"theta_global": theta_g.float(), "theta_local": theta_l * group_mask[..., None],
+                "x": x.float() * mask[..., None], "mask": mask, "group_mask": group_mask}
 
     def simulate_data(self, theta_global, theta_local, n_obs, generator=None, sizes=None) -> torch.Tensor:
         b, j = theta_local.shape[:2]
@@ -249,6 +410,10 @@ class FormulaModel(MultilevelModel):
         order = keys.argsort(-1)
         pick = order.gather(-1, torch.arange(n_obs).expand(b, j, n_obs) % n_user[..., None])
         rows = self._user_design[user[..., None], pick]  # (b, j, n_obs, P + K)
+        return self._simulate_response(theta_global, theta_local, rows, generator)
+
+    def _simulate_response(self, theta_global, theta_local, rows, generator) -> torch.Tensor:
+        """Rows ``[design, response columns]`` from design rows ``(B, J, N, P + K (+ trials))``."""
         rows64 = rows.double()
         eta = self._eta(theta_global.double(), theta_local.double(), rows64)
         dpars = self._dpars(theta_global.double())
@@ -282,7 +447,24 @@ class FormulaModel(MultilevelModel):
         return x[..., self.P + self.K] if self._trials else None
 
     def log_likelihood(self, theta_global, theta_local, x, mask) -> torch.Tensor:
-        return self.pointwise_log_lik(theta_global, theta_local, x, mask).sum(-1)
+        """``log p(x_j | theta)`` per group, shape ``x.shape[:-2]``: from the rows, or exactly from a moments layout.
+
+        For moments, with ``g = [beta_j, -1]`` on ``[1, design, y]`` and their Gram matrix ``G``:
+        ``-N/2 log(2 pi sigma^2) - g'G g / (2 sigma^2)`` (less ``sum log y`` for lognormal).
+        """
+        if self.group_data == "rows":
+            return self.pointwise_log_lik(theta_global, theta_local, x, mask).sum(-1)
+        tg = theta_global.double()
+        G = self._group_gram(x, mask)  # (..., J, a + 1, a + 1)
+        beta = self._coefficients(tg, theta_local.double())
+        g = torch.cat([beta, -torch.ones_like(beta[..., :1])], -1)
+        ss = (g[..., None, :] @ G @ g[..., :, None])[..., 0, 0]
+        sigma = self._dpars(tg)["sigma"][..., 0]  # (..., 1): broadcasts over the groups
+        n = G[..., 0, 0]
+        ll = -0.5 * n * torch.log(2 * math.pi * sigma**2) - 0.5 * ss / sigma**2
+        if self._log_response:
+            ll = ll - G[..., 0, -1]
+        return ll * (mask[..., 0] > 0)
 
     def _gaussian_group(self, theta_global: torch.Tensor, x: torch.Tensor, mask: torch.Tensor):
         """The K x K pieces of one gaussian group given the globals: ``y_j ~ MVN(X_j b, Z_j Sigma Z_j' + sigma^2 I)``.
@@ -296,20 +478,30 @@ class FormulaModel(MultilevelModel):
         """
         P, K = self.P, self.K
         theta_global, dt = theta_global.double(), torch.float64  # |y - X b|^2 from y'y: float64 against cancellation
-        rows = x[mask > 0].to(dt)
-        X, Z, y = rows[:, :P], rows[:, P: P + K], rows[:, -1]
+        n, XX, ZZ, ZX, Xy, Zy, yy = self._sufficient(x, mask)
         L, bad = self._scale_tril(theta_global)
         sigma = theta_global[..., -1]
         b = theta_global[..., :P]
         # sufficient statistics of the group (fixed-size: no term below grows with its rows)
-        Xb_y = X.T @ y
-        rr = y @ y - 2 * b @ Xb_y + ((b @ (X.T @ X)) * b).sum(-1)  # |y - X b|^2, (...,)
-        Zr = Z.T @ y - b @ (Z.T @ X).T  # Z'(y - X b), (..., K)
+        rr = yy - 2 * b @ Xy + ((b @ XX) * b).sum(-1)  # |y - X b|^2, (...,)
+        Zr = Zy - b @ ZX.T  # Z'(y - X b), (..., K)
         s2 = sigma[..., None, None] ** 2
-        LtZZL = L.transpose(-1, -2) @ (Z.T @ Z) @ L
+        LtZZL = L.transpose(-1, -2) @ ZZ @ L
         chol, info = torch.linalg.cholesky_ex(torch.eye(K, dtype=dt) + LtZZL / s2)
         Ar = L.transpose(-1, -2) @ Zr[..., None]  # (..., K, 1)
-        return rows.shape[0], L, bad | (info > 0), sigma, rr, chol, Ar
+        return n, L, bad | (info > 0), sigma, rr, chol, Ar
+
+    def _sufficient(self, x: torch.Tensor, mask: torch.Tensor):
+        """One gaussian group's ``N, X'X, Z'Z, Z'X, X'y, Z'y, y'y`` (float64) from its rows or its moment row."""
+        P, K = self.P, self.K
+        if self.group_data == "moments":
+            G = self._group_gram(x[None], mask[None])[0]
+            ix, iz = self._design_aug[:P].tolist(), self._design_aug[P:].tolist()
+            y = G.shape[-1] - 1
+            return (G[0, 0], G[ix][:, ix], G[iz][:, iz], G[iz][:, ix], G[ix, y], G[iz, y], G[y, y])
+        rows = x[mask > 0].double()
+        X, Z, y = rows[:, :P], rows[:, P: P + K], rows[:, -1]
+        return rows.shape[0], X.T @ X, Z.T @ Z, Z.T @ X, X.T @ y, Z.T @ y, y @ y
 
     def _gaussian_group_log_marginal(self, theta_global: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Exact ``log p(y_j | globals)`` of one group (its effects integrated out), family gaussian or lognormal; ``(...,)``."""
@@ -319,7 +511,8 @@ class FormulaModel(MultilevelModel):
         logdet = 2 * n * torch.log(sigma) + 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
         lp = -0.5 * (n * math.log(2 * math.pi) + logdet + quad)
         if self._log_response:  # rows hold log y: the density of y is that of log y less sum(log y)
-            lp = lp - x[mask > 0][:, -1].double().sum()
+            lp = lp - (self._group_gram(x[None], mask[None])[0, 0, -1] if self.group_data == "moments"
+                       else x[mask > 0][:, -1].double().sum())
         return torch.where(bad, torch.full_like(lp, -math.inf), lp)
 
     def _gaussian_sample_local_posterior(self, theta_global: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
@@ -365,6 +558,9 @@ class FormulaModel(MultilevelModel):
             >>> [m.data_names[i] for i in m.informative_columns()]
             ['X:Days', 'Reaction']
         """
+        if self.group_data == "moments":  # the distinct design columns less constants, and the response
+            rows = self._row_columns(self._rows())
+            return tuple(k for k in range(rows.shape[1]) if np.ptp(rows[:, k]) > 0 or k == rows.shape[1] - 1)
         design = self._rows()[:, : self._n_design]
         keep: list[int] = []
         for k in range(design.shape[1]):
@@ -386,16 +582,36 @@ class FormulaModel(MultilevelModel):
         return data[used].dropna().reset_index(drop=True)
 
     def observed_frame(self, terms: FormulaTerms | None = None) -> pd.DataFrame:
-        """The user's data (or ``terms`` of new data) as the long frame ``prepare_multilevel`` reads."""
-        frame = pd.DataFrame(self._rows(terms), columns=list(self.data_names))
+        """The user's data (or ``terms`` of new data) as the long frame ``prepare_multilevel`` reads (one row per group for moments)."""
         t = self.terms if terms is None else terms
+        if self.group_data == "moments":
+            frame = pd.DataFrame(np.concatenate(self.observed(terms)), columns=list(self.data_names))
+            frame[t.group] = pd.Categorical(list(t.levels), categories=list(t.levels))
+            return frame
+        frame = pd.DataFrame(self._rows(terms), columns=list(self.data_names))
         frame[t.group] = pd.Categorical(np.asarray(t.levels)[t.group_index], categories=list(t.levels))
         return frame
 
     def observed(self, terms: FormulaTerms | None = None) -> list[np.ndarray]:
-        """The user's data (or ``terms``') as one ``(N_j, F)`` array per group, in level order (rows ``[X, Z, y]``)."""
+        """The user's data (or ``terms``') in the model's layout, one array per group in level order.
+
+        Rows ``(N_j, F)`` (:meth:`observed_rows`), or for a moments layout one ``(1, M)`` row of
+        moment sums (computed in float64 from the rows less :attr:`row_shift`).
+        """
+        groups = self.observed_rows(terms)
+        if self.group_data == "rows":
+            return groups
+        shift = np.asarray(self.row_shift)
+        out = []
+        for g in groups:
+            rows = torch.as_tensor(self._row_columns(g.astype(np.float64)) - shift)
+            out.append(row_moments(rows[None], torch.ones(1, len(g), dtype=torch.float64))[0].numpy().astype(np.float32))
+        return out
+
+    def observed_rows(self, terms: FormulaTerms | None = None) -> list[np.ndarray]:
+        """The user's data (or ``terms``') as one ``(N_j, F)`` array of rows ``[X, Z, y]`` per group, in level order."""
         t = self.terms if terms is None else terms
-        rows = self._rows(terms).astype(np.float32)
+        rows = self._rows(terms)
         return [rows[t.group_index == j] for j in range(len(t.levels))]
 
     def _rows(self, terms: FormulaTerms | None = None) -> np.ndarray:

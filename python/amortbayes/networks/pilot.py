@@ -81,11 +81,15 @@ def _mean_and_weight(family: str, eta: torch.Tensor, n: torch.Tensor) -> tuple[t
 
 
 def glm_pilot(x: torch.Tensor, mask: torch.Tensor, settings: PilotSettings, prior_mean: torch.Tensor,
-              prior_sd: torch.Tensor, iterations: int = PILOT_ITERATIONS) -> tuple[torch.Tensor, torch.Tensor]:
+              prior_sd: torch.Tensor, iterations: int = PILOT_ITERATIONS,
+              moments: bool = False, shift: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Penalized pooled-GLM coefficients and their standard errors for each data set, ``(B, P)`` each.
 
     ``x (B, J, N, F)`` are data sets of groups of rows and ``mask (B, J, N)`` marks the
-    observed rows (padded groups have no rows).  The penalty is ``N(prior_mean, prior_sd^2)``
+    observed rows (padded groups have no rows).  ``moments=True``: each group is one row of
+    moment sums (:mod:`amortbayes.moments`) of row columns less ``shift``, and ``settings``'
+    columns index the columns ``[1, row columns]`` (0: an intercept's ones); the gaussian
+    pilot needs nothing else and gives the same values as from the rows.  The penalty is ``N(prior_mean, prior_sd^2)``
     per coefficient.  The standard error is the larger of the model-based one,
     ``sqrt(diag(H^-1))`` for ``H = X'WX / phi + diag(1 / prior_sd^2)``, and the
     cluster-robust one, ``sqrt(diag(H^-1 (sum_j s_j s_j') H^-1))`` with ``s_j`` the score of
@@ -104,7 +108,20 @@ def glm_pilot(x: torch.Tensor, mask: torch.Tensor, settings: PilotSettings, prio
     f = settings.family
     xd = x.double()
     m = mask.double()
-    X = xd[..., list(settings.design)] * m[..., None]  # (B, J, N, P), zero on padded rows
+    if moments:
+        if f != "gaussian":
+            raise ValueError(f"a {f} pilot needs the rows; groups given as moments have a gaussian pilot only")
+        return _gaussian_pilot_from_moments(xd, m, settings, prior_mean, prior_sd, shift)
+    # the observed rows of each data set packed first (padding to the largest group costs up to
+    # five times the rows in designs of unequal groups), with each row's group for the scores
+    b_, j_, n_ = m.shape
+    flat = m.reshape(b_, j_ * n_)
+    r_max = max(1, int(flat.sum(1).max()))
+    order = torch.argsort(flat, dim=1, descending=True, stable=True)[:, :r_max]  # (B, R)
+    group = order // n_
+    m = flat.gather(1, order)
+    xd = xd.reshape(b_, j_ * n_, -1).gather(1, order[..., None].expand(-1, -1, xd.shape[-1]))
+    X = xd[..., list(settings.design)] * m[..., None]  # (B, R, P), zero on padded rows
     y = xd[..., settings.response] * m
     n = xd[..., settings.trials] * m if settings.trials is not None else m
     mean0, sd0 = prior_mean.double().to(x.device), prior_sd.double().clamp_min(1e-8).to(x.device)
@@ -126,23 +143,25 @@ def glm_pilot(x: torch.Tensor, mask: torch.Tensor, settings: PilotSettings, prio
     for _ in range(steps):
         work = torch.where(w > 0, eta + (y - mu) / w.clamp_min(1e-10), eta) if f != "gaussian" else y
         wm = w * m
-        H = torch.einsum("bjnp,bjn,bjnq->bpq", X, wm, X) + eye
-        rhs = torch.einsum("bjnp,bjn->bp", X, wm * work) + prec * mean0
+        H = torch.einsum("brp,br,brq->bpq", X, wm, X) + eye
+        rhs = torch.einsum("brp,br->bp", X, wm * work) + prec * mean0
         beta = torch.linalg.solve(H, rhs)
-        eta = torch.einsum("bjnp,bp->bjn", X, beta)
+        eta = torch.einsum("brp,bp->br", X, beta)
         if f != "gaussian":  # exp() and sigmoid() of +-30 stay finite
             eta = eta.clamp(-ETA_BOUND, ETA_BOUND)
         mu, w = _mean_and_weight(f, eta, n)
     resid = (y - mu) * m
     if f == "gaussian":  # dispersion: residual variance (the penalty's shrinkage ignored in the df)
-        rows = m.sum((1, 2))
-        phi = ((resid**2).sum((1, 2)) / (rows - len(settings.design)).clamp_min(1.0)).clamp_min(1e-12)
+        rows = m.sum(1)
+        phi = ((resid**2).sum(1) / (rows - len(settings.design)).clamp_min(1.0)).clamp_min(1e-12)
     else:
         phi = torch.ones(x.shape[0], dtype=xd.dtype, device=x.device)
     wm = w * m
-    H = torch.einsum("bjnp,bjn,bjnq->bpq", X, wm, X) / phi[:, None, None] + eye
+    H = torch.einsum("brp,br,brq->bpq", X, wm, X) / phi[:, None, None] + eye
     H_inv = torch.linalg.inv(H)
-    scores = torch.einsum("bjnp,bjn->bjp", X, resid) / phi[:, None, None]  # per group
+    per_row = X * resid[..., None] / phi[:, None, None]
+    scores = torch.zeros(b_, j_, per_row.shape[-1], dtype=per_row.dtype, device=x.device)
+    scores.scatter_add_(1, group[..., None].expand_as(per_row), per_row)  # per group
     meat = torch.einsum("bjp,bjq->bpq", scores, scores)
     robust = torch.diagonal(H_inv @ meat @ H_inv, dim1=-2, dim2=-1)
     model_based = torch.diagonal(H_inv, dim1=-2, dim2=-1)
@@ -153,8 +172,32 @@ def glm_pilot(x: torch.Tensor, mask: torch.Tensor, settings: PilotSettings, prio
     return beta, se
 
 
+def _gaussian_pilot_from_moments(x: torch.Tensor, m: torch.Tensor, settings: PilotSettings, prior_mean: torch.Tensor,
+                                 prior_sd: torch.Tensor, shift: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`glm_pilot`'s gaussian estimate and errors from moment rows ``x (B, J, 1, M)``, ``m (B, J, 1)``."""
+    from amortbayes.moments import augmented_gram
+
+    G = augmented_gram(x[..., 0, :] * m, shift)  # (B, J, 1 + F, 1 + F) of [1, row columns]
+    n = G[..., 0, 0]
+    d, r = list(settings.design), settings.response
+    XX, Xy, yy = G[..., d, :][..., :, d], G[..., d, r], G[..., r, r]
+    mean0, sd0 = prior_mean.double().to(x.device), prior_sd.double().clamp_min(1e-8).to(x.device)
+    prec = 1.0 / sd0**2
+    eye = torch.diag_embed(prec).expand(x.shape[0], -1, -1)
+    beta = torch.linalg.solve(XX.sum(1) + eye, Xy.sum(1) + prec * mean0)
+    ss = yy.sum(1) - 2 * (beta * Xy.sum(1)).sum(-1) + (beta * (XX.sum(1) @ beta[..., None])[..., 0]).sum(-1)
+    phi = (ss / (n.sum(1) - len(d)).clamp_min(1.0)).clamp_min(1e-12)
+    H_inv = torch.linalg.inv(XX.sum(1) / phi[:, None, None] + eye)
+    scores = (Xy - (XX @ beta[:, None, :, None])[..., 0]) / phi[:, None, None]  # per group
+    meat = torch.einsum("bjp,bjq->bpq", scores, scores)
+    robust = torch.diagonal(H_inv @ meat @ H_inv, dim1=-2, dim2=-1)
+    se = torch.maximum(torch.diagonal(H_inv, dim1=-2, dim2=-1), robust).sqrt()
+    bad = ~(torch.isfinite(beta).all(-1) & torch.isfinite(se).all(-1))
+    return torch.where(bad[:, None], mean0.expand_as(beta), beta), torch.where(bad[:, None], sd0.expand_as(se), se)
+
+
 def pilot_context(x: torch.Tensor, mask: torch.Tensor, settings: PilotSettings, mean: torch.Tensor,
-                  std: torch.Tensor) -> torch.Tensor:
+                  std: torch.Tensor, moments: bool = False, shift: torch.Tensor | None = None) -> torch.Tensor:
     """``[m, log s]`` ``(B, 2G)`` in the flow's standardized space (``z = (theta - mean) / std``) for all ``G`` global parameters.
 
     Coordinates without a pilot get ``m = 0, log s = 0`` (the identity).  The pilot's
@@ -162,7 +205,7 @@ def pilot_context(x: torch.Tensor, mask: torch.Tensor, settings: PilotSettings, 
     """
     g = mean.shape[-1]
     cols = list(settings.parameters)
-    est, se = glm_pilot(x, mask, settings, mean[cols], std[cols])
+    est, se = glm_pilot(x, mask, settings, mean[cols], std[cols], moments=moments, shift=shift)
     loc = torch.zeros(x.shape[0], g, dtype=torch.float64, device=x.device)
     log_scale = torch.zeros_like(loc)
     mu, sd = mean[cols].double(), std[cols].double()

@@ -48,6 +48,26 @@ class Standardizer(nn.Module):
         self.std.copy_(var.sqrt().clamp_min(self.min_std).float())
         self.fitted.fill_(True)
 
+    @torch.no_grad()
+    def fit_moments(self, moments: torch.Tensor, group_mask: torch.Tensor | None = None) -> None:
+        """Learn mean and std of row columns from groups given as moment rows (:mod:`amortbayes.moments`).
+
+        ``moments (..., J, 1, M)`` and ``group_mask (..., J)``; equal to :meth:`fit` on the rows.
+        """
+        from amortbayes.moments import split_moments
+
+        m = moments.reshape(-1, moments.shape[-1]).double()
+        if group_mask is not None:
+            m = m * group_mask.reshape(-1, 1).to(m)
+        n, s1, s2 = split_moments(m.sum(0))
+        f = s1.shape[-1]
+        diag = torch.tensor([k * f - k * (k - 1) // 2 for k in range(f)], device=m.device)  # (k, k) in k <= l order
+        mean = s1 / n.clamp_min(1.0)
+        var = (s2[diag] / n.clamp_min(1.0) - mean**2).clamp_min(0.0)
+        self.mean.copy_(mean.float())
+        self.std.copy_(var.sqrt().clamp_min(self.min_std).float())
+        self.fitted.fill_(True)
+
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         return (values - self.mean) / self.std
 
@@ -331,8 +351,16 @@ class DataRange(nn.Module):
         [(0, 0, 50.0), (0, 1, 0.0)]
     """
 
-    def __init__(self, data_names: tuple[str, ...], grouped: bool = False, margin: float = 0.1):
+    def __init__(self, data_names: tuple[str, ...], grouped: bool = False, margin: float = 0.1,
+                 moments: bool = False, shift: tuple[float, ...] = ()):
         super().__init__()
+        # moments=True: grouped data given as moment rows of the row columns data_names, less
+        # shift (amortbayes.moments); the means are reported in the columns' own units
+        if moments and not grouped:
+            raise ValueError("moment rows are a layout of grouped data: DataRange(..., grouped=True, moments=True)")
+        self.moments = moments
+        self.register_buffer("shift", torch.tensor(shift if shift else [0.0] * len(data_names), dtype=torch.float64),
+                             persistent=False)
         self.names = [f"mean of {n!r}" for n in data_names] + [f"SD of {n!r}" for n in data_names]
         if grouped:
             self.names += [f"between-group SD of the group means of {n!r}" for n in data_names]
@@ -342,18 +370,32 @@ class DataRange(nn.Module):
         self.register_buffer("simulations", torch.tensor(0))
 
     def statistics(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``(B, S)`` statistics of padded data: ``x (B, N, F)`` (or ``(B, J, N, F)`` if grouped), masks as ``x[..., 0]``."""
-        x, m = x.double(), mask.double().unsqueeze(-1)
-        rows = tuple(range(1, x.dim() - 1))  # every axis but the data set's and the feature's
-        n = m.sum(rows).clamp_min(1.0)
-        mean = (x * m).sum(rows) / n
-        centred = (x - mean.view(mean.shape[0], *([1] * len(rows)), -1)) * m
-        sd = ((centred * centred).sum(rows) / n).sqrt()
-        parts = [mean, sd]
+        """``(B, S)`` statistics of padded data: ``x (B, N, F)`` (or ``(B, J, N, F)`` if grouped), masks as ``x[..., 0]``.
+
+        Computed from each group's count, sums and sums of squares (in float64), so groups
+        given as moment rows (``moments=True``: ``x (B, J, 1, M)``) give the same values as
+        their rows.
+        """
+        if self.moments:
+            from amortbayes.moments import split_moments
+
+            n_j, s1, s2 = split_moments(x.double()[..., 0, :] * mask.double())
+            f = s1.shape[-1]
+            s2 = s2[..., [k * f - k * (k - 1) // 2 for k in range(f)]]  # the squares (k, k)
+            n_j = n_j[..., None]
+        else:
+            xd, m = x.double(), mask.double().unsqueeze(-1)
+            if not self.grouped:
+                xd, m = xd[:, None], m[:, None]
+            n_j, s1, s2 = m.sum(-2), (xd * m).sum(-2), (xd * xd * m).sum(-2)
+        n = n_j.sum(1).clamp_min(1.0)  # (B, 1)
+        mean = s1.sum(1) / n
+        # the SD about the overall mean from the groups' sums: sum_j (S2_j - 2 mean S1_j + n_j mean^2)
+        ss = (s2 - 2 * mean[:, None] * s1 + n_j * mean[:, None] ** 2).sum(1)
+        parts = [mean + self.shift.to(mean), (ss / n).clamp_min(0.0).sqrt()]
         if self.grouped:
-            n_j = m.sum(-2)  # (B, J, 1)
             has = (n_j > 0).double()
-            means = (x * m).sum(-2) / n_j.clamp_min(1.0)
+            means = s1 / n_j.clamp_min(1.0)
             n_groups = has.sum(1).clamp_min(1.0)
             centre = (means * has).sum(1) / n_groups
             parts.append(((((means - centre[:, None]) * has) ** 2).sum(1) / n_groups).sqrt())
