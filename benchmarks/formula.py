@@ -37,6 +37,21 @@ def _cbpp_bernoulli() -> pd.DataFrame:
     return animals
 
 
+def _synthetic(groups: int = 500, sizes: tuple[int, int] = (2, 38), seed: int = 2026) -> pd.DataFrame:
+    """A gaussian design of ``groups`` groups of 2-38 rows (about 10,000 rows for 500), simulated once with a fixed seed.
+
+    y = 1 + 0.5 x + u_j + v_j x + e with SD(u) = 0.8, SD(v) = 0.3, cor(u, v) = 0.3, SD(e) = 1.
+    """
+    rng = np.random.default_rng(seed)
+    n = rng.integers(sizes[0], sizes[1] + 1, groups)
+    g = np.repeat(np.arange(groups), n)
+    x = rng.normal(size=len(g))
+    cov = np.array([[0.64, 0.3 * 0.8 * 0.3], [0.3 * 0.8 * 0.3, 0.09]])
+    u = rng.multivariate_normal([0.0, 0.0], cov, groups)
+    y = 1.0 + 0.5 * x + u[g, 0] + u[g, 1] * x + rng.normal(size=len(g))
+    return pd.DataFrame({"y": y, "x": x, "g": pd.Categorical([f"g{j:03d}" for j in g])})
+
+
 CASES = {
     "gaussian_sleepstudy": ("Reaction ~ Days + (Days | Subject)", "gaussian", datasets.load_sleepstudy),
     "lognormal_sleepstudy": ("Reaction ~ Days + (Days | Subject)", "lognormal", datasets.load_sleepstudy),
@@ -47,6 +62,10 @@ CASES = {
     "poisson_epilepsy": ("count ~ zAge + zBase * Trt + (1 | patient)", "poisson", lambda: datasets.load_epilepsy()),
     "negbinomial_epilepsy": ("count ~ zAge + zBase * Trt + (1 | patient)", "negbinomial",
                              lambda: datasets.load_epilepsy()),
+    # designs of thousands of rows (benchmarks/data_scale.py)
+    "gaussian_exam": ("normexam ~ standLRT + (standLRT | school)", "gaussian", datasets.load_exam),
+    "gaussian_synthetic10k": ("y ~ x + (x | g)", "gaussian", _synthetic),
+    "bernoulli_contraception": ("use ~ age + urban + (urban | district)", "bernoulli", datasets.load_contraception),
 }
 
 
@@ -86,7 +105,7 @@ def run_case(name: str, args, out: Path) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, update_s = timed(lambda: fitted.update(df))
-        raw = _draw(model, fitted.amortizer, df, "amortized", 4000, 0, None)
+        raw, raw_s = timed(lambda: _draw(model, fitted.amortizer, df, "amortized", 4000, 0, None))
     _, logo_s = timed(lambda: fitted.logo())
     stan, reference = stan_draws(model, chains=args.stan_chains, warmup=args.stan_warmup, draws=args.stan_draws,
                                  file=out / f"{name}_stan.npz")
@@ -101,7 +120,11 @@ def run_case(name: str, args, out: Path) -> dict:
         "formula": formula, "family": family, "rows": len(fitted.terms.y), "groups": len(fitted.terms.levels),
         "budget_steps": args.budget or DEFAULT_STEPS, "epochs_run": None if fitted.history is None else len(fitted.history),
         "training_loop_seconds": None if fitted.history is None else round(float(fitted.history["seconds"].sum()), 1),
+        "seconds_per_step": None if fitted.history is None else round(
+            float(fitted.history["seconds"].sum()) / (args.budget or DEFAULT_STEPS), 4),
+        "group_data": model.group_data,
         "amortize_seconds": round(train_s, 1), "update_seconds": round(update_s, 3), "logo_seconds": round(logo_s, 3),
+        "raw_fit_seconds": round(raw_s, 3),
         "stan_seconds": round(stan.seconds, 1), "stan_compile_seconds": round(stan.compile_seconds or 0.0, 1),
         "stan_max_rhat": round(stan.max_rhat, 4), "stan_divergences": stan.divergences,
         "importance": {**accuracy(table, model), **rounded_diagnostics(

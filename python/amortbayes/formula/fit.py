@@ -288,7 +288,8 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
         data: the data frame.
         family: ``gaussian``, ``student``, ``lognormal``, ``bernoulli``, ``poisson`` or ``negbinomial``.
         prior: ``amortbayes.formula.prior(...)`` statements (the rest are data-scaled defaults).
-        budget: online training steps of batch 32 (default :data:`DEFAULT_STEPS`).
+        budget: online training steps (default :data:`DEFAULT_STEPS`) of :func:`batch_size` data
+            sets (32, fewer for designs of many groups or rows).
         method: ``"importance"`` (draws corrected to the exact posterior, Pareto k reported)
             or ``"amortized"`` (the network's draws).
         draws: number of posterior draws.
@@ -318,12 +319,39 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
         return AmortizedFit.load(file, draws=draws, seed=seed, method=method)
     amortizer = MultilevelAmortizer(model, networks)
     epochs = -(-steps // 500)
-    settings = TrainSettings(epochs=epochs, iterations_per_epoch=-(-steps // epochs), batch_size=32)
+    settings = TrainSettings(epochs=epochs, iterations_per_epoch=-(-steps // epochs), batch_size=batch_size(model))
     history = fit(amortizer, model, settings=settings, device=device, seed=seed, progress=progress)
     fitted = _draw(model, amortizer, data, method, draws, seed, history, progress=progress)
     if file is not None:
         fitted.save(file, key=key)
     return fitted
+
+
+# a training step's cost grows with the groups (moments layout) or the rows (rows layout) of its
+# data sets; above these sizes per data set the batch shrinks in proportion, to at least MIN_BATCH
+BATCH, MIN_BATCH, BATCH_GROUPS, BATCH_ROWS = 32, 8, 128, 1000
+
+
+def batch_size(model: FormulaModel) -> int:
+    """Simulated data sets per training step: 32, fewer for designs of many groups or rows (at least 8).
+
+    A step costs about ``batch x groups`` (moments layout: the networks run once per group) or
+    ``batch x rows`` (rows layout: a few products per row and the pilot's IRLS).  The batch
+    keeps that below 32 data sets of 128 groups or of 1,000 rows, so the default budget of
+    steps trains in minutes whatever the design (measured: 500 groups of 2-38 rows, 0.16 s per
+    step at batch 32; 1,934 rows in 60 groups, 0.12 s).  Large data sets carry more
+    information each, which is what makes the smaller batch affordable.
+
+    Example:
+        >>> from amortbayes.data import load_sleepstudy
+        >>> from amortbayes.formula import parse_terms
+        >>> batch_size(FormulaModel(parse_terms("Reaction ~ Days + (Days | Subject)", load_sleepstudy())))
+        32
+    """
+    groups = sum(model.n_groups) / 2
+    size = groups if model.group_data == "moments" else groups * float(model._user_sizes.double().mean())
+    limit = BATCH_GROUPS if model.group_data == "moments" else BATCH_ROWS
+    return int(max(MIN_BATCH, min(BATCH, round(BATCH * limit / size))))
 
 
 def network_settings(model: FormulaModel):
