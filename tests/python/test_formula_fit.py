@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pytest.importorskip("formulae")
@@ -74,6 +75,29 @@ def test_pointwise_log_lik_is_in_the_datas_row_order_and_loo_totals_it(fitted):
     out = fitted.loo()
     assert len(out["pointwise"]) == 180
     assert out["elpd_loo"] == pytest.approx(out["pointwise"]["elpd"].sum())
+
+
+def test_loo_in_passes_of_a_few_groups_equals_loo_in_one_pass(fitted):
+    whole = fitted.loo(chunk_rows=10_000)
+    passes = fitted.loo(chunk_rows=25)  # whole groups of 10 rows: passes of 2 subjects
+    pd.testing.assert_frame_equal(passes["pointwise"], whole["pointwise"])
+    assert passes["p_loo"] == pytest.approx(whole["p_loo"]) and passes["elpd_loo"] == pytest.approx(whole["elpd_loo"])
+    np.testing.assert_array_equal(fitted.log_lik(chunk_rows=7), fitted.log_lik())  # a group larger than a pass
+
+
+def test_a_pass_too_large_for_memory_is_refused_with_the_size_it_needs(fitted, monkeypatch):
+    import amortbayes.memory as memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1_000_000)  # a 1 MB machine
+    with pytest.raises(memory.MemoryBudgetError, match=r"of 180 rows x 200 draws in one pass needs about 1.73 MB of "
+                                                       r"memory, but 1 MB are available; pass chunk_rows= below 10,000"):
+        fitted.loo(chunk_rows=10_000)
+    with pytest.raises(memory.MemoryBudgetError, match=r"matrix of 200 draws x 180 rows needs about 288 kB"):
+        monkeypatch.setattr(memory, "available_bytes", lambda: 100_000)
+        fitted.log_lik()
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1_000_000)
+    out = fitted.loo(chunk_rows=10)  # one subject per pass: 96 kB
+    assert len(out["pointwise"]) == 180
 
 
 def test_update_gives_new_datas_posterior_without_training(fitted):

@@ -63,6 +63,7 @@ from amortbayes.networks.summary import n_statistics, pairwise_products, with_st
 from amortbayes.simulation import Batch, ModelInfo, MultilevelData, prepare_multilevel
 
 LIKELIHOOD_CHUNK_TERMS = 2**18  # likelihood terms (draws x rows) per pass when estimating a group's evidence
+LOGO_CHUNK_ROWS = 2**20  # padded rows (copies x groups x rows) per pass of the leave-one-group-out summaries
 PROGRESS_DELAY_S = 2.0  # group-by-group work shows a progress bar once it has run this long
 REFINE_DEFENSIVE = 0.1  # share of a refined importance proposal drawn from the amortized posterior itself
 REFINE_T_DF = 5  # degrees of freedom of the refined proposal's Student-t part
@@ -94,6 +95,23 @@ def _exact_groups(model: Any) -> tuple[Any, Any]:
     """A model's closed forms for one group: ``group_log_marginal`` and, only beside it, ``sample_local_posterior``."""
     marginal = getattr(model, "group_log_marginal", None)
     return marginal, getattr(model, "sample_local_posterior", None) if marginal is not None else None
+
+
+def _all_groups(model: Any) -> tuple[Any, Any] | None:
+    """A model's exact marginals and conditional draws of all groups at once, or None.
+
+    ``group_log_marginals(theta_g (..., J or 1, G), x (J, N, F), mask (J, N)) -> (..., J)`` and
+    ``sample_local_posteriors(theta_g, x, mask, generator) -> (..., J, L)`` (a formula model's
+    moments layout, whose groups are all one row).
+    """
+    marginals, draws = getattr(model, "group_log_marginals", None), getattr(model, "sample_local_posteriors", None)
+    return (marginals, draws) if marginals is not None and draws is not None else None
+
+
+def _in_draw_chunks(fn, theta: torch.Tensor, groups: int) -> torch.Tensor:
+    """``fn`` of ``theta (S, ...)`` in chunks of draws of about ``LIKELIHOOD_CHUNK_TERMS`` draw-group pairs, concatenated."""
+    per = max(1, LIKELIHOOD_CHUNK_TERMS // max(1, groups))
+    return torch.cat([fn(theta[s : s + per]) for s in range(0, theta.shape[0], per)])
 
 
 def _defensive_draws(s: int) -> int:
@@ -351,6 +369,11 @@ class MultilevelAmortizer(nn.Module):
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor, group_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Group embeddings ``(B, J, S_l)`` and data-set summaries ``(B, S_g)`` (embedding + pooled SDs + pilot)."""
+        groups = self.embed_groups(x, mask, group_mask)
+        return groups, self.pool(groups, x, mask, group_mask)
+
+    def embed_groups(self, x: torch.Tensor, mask: torch.Tensor, group_mask: torch.Tensor) -> torch.Tensor:
+        """Each group's embedding ``h_2(x_j)`` and exact statistics, ``(B, J, S_l)``; a group's depends on its data only."""
         if not self.settings.group_row_network:
             # a group enters through its exact standardized moments only: from moment rows,
             # or from rows by a few products per row (no network per row, no soft bound)
@@ -364,6 +387,10 @@ class MultilevelAmortizer(nn.Module):
             safe = mask.clone()
             safe[..., 0] = torch.where(group_mask > 0, mask[..., 0], torch.ones_like(mask[..., 0]))
             groups = with_statistics(self.group_summary, z, safe)
+        return groups
+
+    def pool(self, groups: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, group_mask: torch.Tensor) -> torch.Tensor:
+        """The data-set summary ``(B, S_g)`` of the groups that ``group_mask`` keeps: pooled embeddings, SDs and the pilot."""
         summary = self.global_summary(groups, group_mask)
         if self.n_pooled:
             stats = groups[..., -n_statistics(self.group_summary) :]
@@ -374,7 +401,7 @@ class MultilevelAmortizer(nn.Module):
             shift = torch.tensor(self.info.row_shift, dtype=torch.float64) if self.info.row_shift else None
             summary = torch.cat([summary, pilot_context(x, rows, self.settings.pilot, std.mean, std.std,
                                                         moments=self.moments, shift=shift)], dim=-1)
-        return groups, summary
+        return summary
 
     def _group_moments(self, x: torch.Tensor, mask: torch.Tensor,
                        group_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -579,7 +606,11 @@ class MultilevelAmortizer(nn.Module):
             picked = torch.multinomial(probs, int(n), replacement=True, generator=gen).to(dev)
             out = torch.empty(int(n), j, len(self.info.local_parameter_names), device=dev)
             exact_local = _exact_groups(model)[1]
-            for k in range(j):
+            batched = _all_groups(model)
+            if batched is not None:  # every group's parameters given the picked globals, drawn exactly at once
+                out[:] = _in_draw_chunks(lambda t: batched[1](t[:, None], x[0], mask[0], gen), theta_g[picked].double(),
+                                         j).to(out)
+            for k in range(0 if batched is not None else j):
                 if exact_local is not None:  # the group's parameters given the picked globals, drawn exactly
                     out[:, k] = exact_local(theta_g[picked].double(), x[0, k], mask[0, k], gen).to(out)
                     continue
@@ -676,20 +707,33 @@ class MultilevelAmortizer(nn.Module):
             raise ValueError("leave-one-group-out needs at least two groups")
         gen = make_generator(seed)
         with inference_mode(self):
-            # J + 1 copies of the data set: copy k without group k, the last one complete
+            # J + 1 summaries of the data set: summary k without group k, the last one complete.
+            # The groups' embeddings do not depend on which group is left out: computed once, and
+            # the summaries in passes of about LOGO_CHUNK_ROWS rows (J copies of J groups would be
+            # J^2 groups: 250,000 for 500)
+            groups = self.embed_groups(x, mask, torch.ones(1, j, device=dev))
             loo_gmask = torch.cat([1.0 - torch.eye(j, device=dev), torch.ones(1, j, device=dev)])
-            xs, ms = x.expand(j + 1, -1, -1, -1), mask.expand(j + 1, -1, -1)
-            groups, summary = self.embed(xs, ms, loo_gmask)
+            per = max(1, LOGO_CHUNK_ROWS // max(1, int(x.shape[1] * x.shape[2])))
+            summary = torch.cat([self.pool(groups.expand(len(gm), -1, -1), x.expand(len(gm), -1, -1, -1),
+                                           mask.expand(len(gm), -1, -1), gm)
+                                 for gm in loo_gmask.split(per)])
             zg, log_q_mix = self._logo_proposal(summary, n, gen)  # (J, n, G), (J, n)
             theta_g = self.global_map.inverse(zg)
             # the left-out group's own embedding (its data, not the others'); one group at a
             # time keeps memory at n * importance * N_k likelihood terms
-            own = groups[torch.arange(j), torch.arange(j)]  # (J, S_l)
+            own = groups[0]  # (J, S_l)
             elpd = torch.empty(j, device=dev)
             rel_se = torch.empty(j, device=dev)
             interval = torch.empty(j, 2, device=dev)
+            batched = _all_groups(model)
+            if batched is not None:  # group k's exact marginal at its own LOGO draws theta_g[k], all k at once
+                log_pxs = _in_draw_chunks(lambda t: batched[0](t, x[0], mask[0]), theta_g.transpose(0, 1), j)
             for k in _over_groups(j, "leave-one-group-out", progress):
-                log_px, _, _ = self._group_evidence(own[k], zg[k], theta_g[k], x[0, k], mask[0, k], model, importance, gen)
+                if batched is not None:
+                    log_px = log_pxs[:, k]
+                else:
+                    log_px, _, _ = self._group_evidence(own[k], zg[k], theta_g[k], x[0, k], mask[0, k], model,
+                                                        importance, gen)
                 elpd[k], rel_se[k] = log_mean_exp(log_px + log_q_mix[k])  # weighted: q_{-k} / mixture
                 interval[k] = weighted_quantiles(log_px, log_q_mix[k], (0.1, 0.9)).to(interval.dtype)
         interval = interval.cpu().numpy()
@@ -724,7 +768,7 @@ class MultilevelAmortizer(nn.Module):
         self.global_map.check_support(th, names)
         gen = make_generator(seed)
         with inference_mode(self):
-            groups, _ = self.embed(x, mask, d.group_mask[:, :j].to(dev))
+            groups = self.embed_groups(x, mask, d.group_mask[:, :j].to(dev))
             theta_g = th.to(dev)
             log_px = self._groups_evidence(groups, self.global_map(theta_g), theta_g, x, mask, model, importance, gen,
                                            "group evidence" if progress else None)[0]
@@ -752,8 +796,15 @@ class MultilevelAmortizer(nn.Module):
         variance of each draw's ``sum_j log p(x_j | g)`` ``(n,)``.  One group at
         a time, and its likelihood in passes of about ``LIKELIHOOD_CHUNK_TERMS`` terms, keep memory
         bounded.  ``progress``: the label of a progress bar over the groups (shown when the work
-        lasts), None for none.
+        lasts), None for none.  A model with ``group_log_marginals`` and ``sample_local_posteriors``
+        (every group's exact marginal and conditional at once) is evaluated in one pass over the
+        groups instead (:func:`_all_groups`).
         """
+        batched = _all_groups(model)
+        if batched is not None:
+            log_px = _in_draw_chunks(lambda t: batched[0](t[:, None], x[0], mask[0]), theta_g, x.shape[1])
+            empty = [None] * x.shape[1]
+            return log_px, empty, empty, torch.zeros(zg.shape[0], device=zg.device)
         parts = [self._group_evidence(groups[0, k], zg, theta_g, x[0, k], mask[0, k], model, m, gen)
                  for k in _over_groups(x.shape[1], progress or "", progress is not None)]
         # Monte Carlo variance of each global draw's summed log-likelihood estimate (delta method);

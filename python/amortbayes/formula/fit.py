@@ -30,6 +30,8 @@ DEFAULT_STEPS = 10_000
 # weights degenerate (Pareto k 0.84-1.07: the network's posterior is wider than the exact one
 # and the likelihood estimates add 1.1 nats of noise); 32 draws and 3 rounds gave k 0.25.
 IMPORTANCE_LOCAL_DRAWS, IMPORTANCE_ROUNDS = 8, 3
+# pointwise log likelihood terms (draws x rows) per pass of log_lik() and loo(): about 100 MB of float64
+LOG_LIK_CHUNK_TERMS = 2**24
 
 
 @dataclasses.dataclass
@@ -146,28 +148,84 @@ class AmortizedFit:
         """The parsed data of this fit (the training data's, or ``update``'s new data)."""
         return self.data_terms if self.data_terms is not None else self.model.terms
 
-    def log_lik(self) -> np.ndarray:
-        """``(draws, rows)`` pointwise log likelihood at the posterior draws, rows in the model's data order."""
+    def _log_lik_passes(self, chunk_rows: int | None):
+        """``(rows, log_lik (draws, len(rows)))`` over passes of whole groups of about ``chunk_rows`` rows.
+
+        ``rows`` are positions in the data's row order.  Each pass's memory is checked before it
+        is allocated (:func:`amortbayes.memory.require`).
+        """
         import torch
 
+        from amortbayes.memory import BYTES_PER_TERM, format_bytes, require
+
         t = self.terms
-        x, mask = pad_datasets(self.model.observed_rows(t))
-        x, mask = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(mask, dtype=torch.float64)
+        groups = self.model.observed_rows(t)
         theta = torch.as_tensor(self.posterior.global_draws[0], dtype=torch.float64)
         local = torch.as_tensor(self.posterior.local_draws[0], dtype=torch.float64)
-        ll = self.model.pointwise_log_lik(theta, local, x[None], mask[None]).numpy()
-        # back to the data's row order: row i is the k-th row of its group
-        position = pd.Series(t.group_index).groupby(t.group_index).cumcount().to_numpy()
-        return ll[:, t.group_index, position]
+        draws = theta.shape[0]
+        per = max(1, (LOG_LIK_CHUNK_TERMS // draws) if chunk_rows is None else int(chunk_rows))
+        where = [np.flatnonzero(t.group_index == j) for j in range(len(groups))]  # rows of each group, in order
+        start = 0
+        while start < len(groups):
+            stop, rows = start, 0
+            while stop < len(groups) and (stop == start or rows + len(groups[stop]) <= per):
+                rows += len(groups[stop])
+                stop += 1
+            longest = max(len(g) for g in groups[start:stop])
+            need = BYTES_PER_TERM * draws * (stop - start) * longest
+            require(need, f"the pointwise log likelihood of {rows:,} rows x {draws:,} draws in one pass",
+                    f"pass chunk_rows= below {per:,} (rows per pass; whole groups go together, the largest has "
+                    f"{max(len(g) for g in groups):,}), or use fewer draws ({format_bytes(need / draws)} per draw)")
+            x, mask = pad_datasets(groups[start:stop])
+            ll = self.model.pointwise_log_lik(theta, local[:, start:stop], torch.as_tensor(x, dtype=torch.float64)[None],
+                                              torch.as_tensor(mask, dtype=torch.float64)[None]).numpy()
+            index = np.concatenate(where[start:stop])
+            values = np.concatenate([ll[:, k, : len(groups[start + k])] for k in range(stop - start)], axis=1)
+            yield index, values
+            start = stop
 
-    def loo(self) -> dict[str, Any]:
-        """PSIS-LOO over the rows (``elpd_loo``, ``se``, ``p_loo``, Pareto k per row), as ``loo::loo`` reports it."""
+    def log_lik(self, *, chunk_rows: int | None = None) -> np.ndarray:
+        """``(draws, rows)`` pointwise log likelihood at the posterior draws, rows in the data's order.
+
+        Computed in passes of whole groups (``chunk_rows`` rows each; default about
+        ``LOG_LIK_CHUNK_TERMS`` draw-row terms).  The full matrix itself must fit in memory:
+        for data of 10^5 rows that is gigabytes, and :meth:`loo` (which keeps only each pass)
+        is the way to the LOO estimate.
+
+        Raises:
+            MemoryBudgetError: the matrix or a pass needs more memory than is available.
+        """
+        from amortbayes.memory import require
+
+        draws, n = self.posterior.global_draws.shape[1], len(self.terms.y)
+        require(8.0 * draws * n, f"the pointwise log likelihood matrix of {draws:,} draws x {n:,} rows",
+                "loo() computes PSIS-LOO pass by pass without it; or use fewer draws")
+        out = np.empty((draws, n))
+        for index, values in self._log_lik_passes(chunk_rows):
+            out[:, index] = values
+        return out
+
+    def loo(self, *, chunk_rows: int | None = None) -> dict[str, Any]:
+        """PSIS-LOO over the rows (``elpd_loo``, ``se``, ``p_loo``, Pareto k per row), as ``loo::loo`` reports it.
+
+        The pointwise log likelihood is made and smoothed pass by pass (``chunk_rows`` rows of
+        whole groups each, see :meth:`log_lik`), so memory stays bounded for any number of rows;
+        the result is the same as from the whole matrix.
+
+        Raises:
+            MemoryBudgetError: one pass needs more memory than is available (lower ``chunk_rows``).
+        """
         from amortbayes.diagnostics import elpd_summary, psis_loo
 
-        ll = self.log_lik()
-        pointwise = psis_loo(ll)
-        totals = elpd_summary(pointwise, ll)
-        return {"elpd_loo": totals["elpd"], "se": totals["se"], "p_loo": totals["p_loo"],
+        n = len(self.terms.y)
+        elpd, khat, lppd = np.empty(n), np.empty(n), np.empty(n)
+        for index, values in self._log_lik_passes(chunk_rows):
+            part = psis_loo(values)
+            elpd[index], khat[index] = part["elpd"].to_numpy(), part["khat"].to_numpy()
+            lppd[index] = np.logaddexp.reduce(values, axis=0) - np.log(values.shape[0])
+        pointwise = pd.DataFrame({"observation": np.arange(n), "elpd": elpd, "khat": khat})
+        totals = elpd_summary(pointwise)
+        return {"elpd_loo": totals["elpd"], "se": totals["se"], "p_loo": float(lppd.sum()) - totals["elpd"],
                 "max_khat": totals["max_khat"], "n_khat_above_0.7": totals["n_khat_above_0.7"],
                 "pointwise": pointwise}
 

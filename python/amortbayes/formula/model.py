@@ -42,6 +42,7 @@ import pandas as pd
 import scipy.special as sp
 import torch
 
+from amortbayes.formula import smallmatrix as small
 from amortbayes.formula.families import Family, get_family
 from amortbayes.formula.priors import Prior, combine_priors, default_priors
 from amortbayes.formula.terms import FormulaTerms
@@ -291,6 +292,9 @@ class FormulaModel(MultilevelModel):
         self._user_root = vec * torch.where(positive, lam, torch.zeros_like(lam)).sqrt()[..., None, :]  # V sqrt(lambda)
         self._user_positive = positive
         self._user_rank = positive.sum(-1)
+        # all groups at once (importance_draws and logo use them in place of a loop over groups)
+        self.group_log_marginals = self._gaussian_group_log_marginal
+        self.sample_local_posteriors = self._gaussian_sample_local_posterior
 
     @staticmethod
     def _design_gram(rows: np.ndarray) -> torch.Tensor:
@@ -472,7 +476,9 @@ class FormulaModel(MultilevelModel):
         With ``Sigma = L L'`` and ``A = Z_j L``, ``M = I + A'A / sigma^2`` (Woodbury and the matrix
         determinant lemma), written in the group's sufficient statistics (``X'X``, ``Z'Z``,
         ``Z'X``, ``X'y``, ``Z'y``, ``y'y``), so the cost per draw does not grow with its rows.
-        ``x (N, F)`` are the group's rows ``[X, Z, y]``, ``mask (N,)`` marks the observed ones.
+        ``x (N, F)`` are the group's rows ``[X, Z, y]``, ``mask (N,)`` marks the observed ones;
+        in the moments layout ``x (..., 1, M)`` may hold several groups, whose leading dimensions
+        broadcast against ``theta_global``'s (``(S, 1, G)`` for every draw and group).
         Returns the row count, ``L``, where Sigma or M is singular, sigma, ``|y - X b|^2``, the
         Cholesky factor of M and ``A'r``.
         """
@@ -483,22 +489,36 @@ class FormulaModel(MultilevelModel):
         sigma = theta_global[..., -1]
         b = theta_global[..., :P]
         # sufficient statistics of the group (fixed-size: no term below grows with its rows)
-        rr = yy - 2 * b @ Xy + ((b @ XX) * b).sum(-1)  # |y - X b|^2, (...,)
-        Zr = Zy - b @ ZX.T  # Z'(y - X b), (..., K)
+        if theta_global.dim() == 3 and theta_global.shape[1] == 1 and XX.dim() == 3:
+            # every draw with every group, (S, 1, G) against (J, ...): the terms that mix a draw's
+            # parameters with a group's statistics are products of an (S, .) and a (., J) matrix
+            S, J = theta_global.shape[0], XX.shape[0]
+            b2 = b[:, 0]
+            rr = yy - 2 * (b2 @ Xy.T) + (b2[:, :, None] * b2[:, None, :]).reshape(S, -1) @ XX.reshape(J, -1).T
+            Zr = Zy - (b2 @ ZX.permute(2, 0, 1).reshape(P, -1)).reshape(S, J, K)
+            l2 = L[:, 0]
+            # (L' ZZ L)[a, b] = sum_cd L[c, a] L[d, b] ZZ[c, d]
+            ll = (l2[:, :, :, None, None] * l2[:, None, None, :, :]).permute(0, 2, 4, 1, 3).reshape(S, K * K, K * K)
+            LtZZL = (ll @ ZZ.reshape(J, K * K).T).permute(0, 2, 1).reshape(S, J, K, K)
+        else:  # entry by entry over the broadcast (draw, group) pairs
+            rr = yy - 2 * (b * Xy).sum(-1) + small.quadratic(XX, b)  # |y - X b|^2, (...,)
+            Zr = Zy - (ZX * b[..., None, :]).sum(-1)  # Z'(y - X b), (..., K)
+            LtZZL = small.congruence(L, ZZ)
         s2 = sigma[..., None, None] ** 2
-        LtZZL = L.transpose(-1, -2) @ ZZ @ L
-        chol, info = torch.linalg.cholesky_ex(torch.eye(K, dtype=dt) + LtZZL / s2)
-        Ar = L.transpose(-1, -2) @ Zr[..., None]  # (..., K, 1)
-        return n, L, bad | (info > 0), sigma, rr, chol, Ar
+        # millions of 1 x 1 or 2 x 2 matrices: factored entry by entry (smallmatrix)
+        chol, failed = small.cholesky(torch.eye(K, dtype=dt) + LtZZL / s2)
+        Ar = (L * Zr[..., :, None]).sum(-2)[..., None]  # L' Z'(y - X b), (..., K, 1)
+        return n, L, bad | failed, sigma, rr, chol, Ar
 
     def _sufficient(self, x: torch.Tensor, mask: torch.Tensor):
         """One gaussian group's ``N, X'X, Z'Z, Z'X, X'y, Z'y, y'y`` (float64) from its rows or its moment row."""
         P, K = self.P, self.K
-        if self.group_data == "moments":
-            G = self._group_gram(x[None], mask[None])[0]
+        if self.group_data == "moments":  # x (..., 1, M): any number of groups
+            G = self._group_gram(x, mask)
             ix, iz = self._design_aug[:P].tolist(), self._design_aug[P:].tolist()
             y = G.shape[-1] - 1
-            return (G[0, 0], G[ix][:, ix], G[iz][:, iz], G[iz][:, ix], G[ix, y], G[iz, y], G[y, y])
+            return (G[..., 0, 0], G[..., ix, :][..., ix], G[..., iz, :][..., iz], G[..., iz, :][..., ix],
+                    G[..., ix, y], G[..., iz, y], G[..., y, y])
         rows = x[mask > 0].double()
         X, Z, y = rows[:, :P], rows[:, P: P + K], rows[:, -1]
         return rows.shape[0], X.T @ X, Z.T @ Z, Z.T @ X, X.T @ y, Z.T @ y, y @ y
@@ -507,11 +527,11 @@ class FormulaModel(MultilevelModel):
         """Exact ``log p(y_j | globals)`` of one group (its effects integrated out), family gaussian or lognormal; ``(...,)``."""
         n, L, bad, sigma, rr, chol, Ar = self._gaussian_group(theta_global, x, mask)
         s2 = sigma**2
-        quad = (rr - (Ar * torch.cholesky_solve(Ar, chol)).sum((-1, -2)) / s2) / s2
+        quad = (rr - (Ar * small.cholesky_solve(Ar, chol)).sum((-1, -2)) / s2) / s2
         logdet = 2 * n * torch.log(sigma) + 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
         lp = -0.5 * (n * math.log(2 * math.pi) + logdet + quad)
         if self._log_response:  # rows hold log y: the density of y is that of log y less sum(log y)
-            lp = lp - (self._group_gram(x[None], mask[None])[0, 0, -1] if self.group_data == "moments"
+            lp = lp - (self._group_gram(x, mask)[..., 0, -1] if self.group_data == "moments"
                        else x[mask > 0][:, -1].double().sum())
         return torch.where(bad, torch.full_like(lp, -math.inf), lp)
 
@@ -522,10 +542,10 @@ class FormulaModel(MultilevelModel):
         ``r_j | y_j ~ N(L M^-1 A'r / sigma^2, L M^-1 L')`` in the terms of :meth:`_gaussian_group`.
         """
         _, L, bad, sigma, _, chol, Ar = self._gaussian_group(theta_global, x, mask)
-        mean = torch.cholesky_solve(Ar, chol) / (sigma**2)[..., None, None]  # (..., K, 1)
+        mean = small.cholesky_solve(Ar, chol) / (sigma**2)[..., None, None]  # (..., K, 1)
         eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-        u = mean + torch.linalg.solve_triangular(chol.transpose(-1, -2), eps, upper=True)
-        r = (L @ u)[..., 0]
+        u = mean + small.solve_upper_t(chol, eps)
+        r = (L * u[..., None, :, 0]).sum(-1)  # L u
         return torch.where(bad[..., None], torch.full_like(r, math.nan), r)
 
     @property

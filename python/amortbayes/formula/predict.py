@@ -57,6 +57,10 @@ def linear_predictor(fit: Any, newdata: pd.DataFrame | None = None, *, seed: int
     if new_levels:
         fresh = np.flatnonzero(fitted_index < 0)
         r[:, fresh] = model.sample_local(theta, len(fresh), torch.Generator().manual_seed(seed)).numpy()
+    from amortbayes.memory import BYTES_PER_TERM, require
+
+    require(BYTES_PER_TERM * S * len(new.group_index), f"predictions of {len(new.group_index):,} rows x {S:,} draws",
+            "predict fewer rows at a time (newdata= in parts) or from fewer draws (update(newdata, draws=...))")
     b = theta[:, : model.P].numpy()
     rows_r = r[:, new.group_index]  # (S, N, K)
     eta = b @ new.X.T + np.einsum("snk,nk->sn", rows_r, new.Z)
