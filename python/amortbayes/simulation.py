@@ -555,18 +555,21 @@ def _multilevel_from_frames(frames, info, group, columns) -> MultilevelData:
             raise ValueError(f"grouping column {group!r}{where} contains missing values")
         g = df[group]
         levels = group_levels(g)
-        arrays, labels = [], []
-        for level in levels:
-            rows = df.loc[g == level, names]
-            if len(rows) == 0:
-                raise ValueError(f"group {level!r}{where} has zero observations; drop unused levels")
-            values = rows.to_numpy(dtype=np.float64)
-            bad = ~np.isfinite(values)
-            if bad.any():
-                col = names[int(np.argwhere(bad)[0][1])]
-                raise ValueError(f"column {col!r} contains NaN or Inf in group {level!r}{where}; remove or impute it")
-            arrays.append(values)
-            labels.append(str(level))
+        # the rows of each level in their order, by one stable sort on the level's position (a loop of
+        # boolean masks over the levels cost a second for 500 groups)
+        code = pd.Categorical(g, categories=levels).codes
+        counts = np.bincount(code[code >= 0], minlength=len(levels))
+        if (counts == 0).any():
+            raise ValueError(f"group {levels[int(np.argmin(counts))]!r}{where} has zero observations; drop unused levels")
+        order = np.argsort(code, kind="stable")
+        values_all = df[names].to_numpy(dtype=np.float64)[order]
+        bad = ~np.isfinite(values_all)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            level = levels[int(code[order][r])]
+            raise ValueError(f"column {names[int(c)]!r} contains NaN or Inf in group {level!r}{where}; remove or impute it")
+        arrays = np.split(values_all, np.cumsum(counts)[:-1])
+        labels = [str(level) for level in levels]
         all_arrays.append(arrays)
         all_labels.append(tuple(labels))
     return _pack(all_arrays, all_labels, info)
