@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh Debian 12 machine with Python 3.11:
 #   make demo   set up .venv, train a built-in model, summarize a shipped observation, SBC + plots
-#   make test   set up .venv, run the test suite (slow statistical checks: make test-slow)
+#   make test   set up .venv and R, run pytest, then R CMD check of the R package (its testthat suite)
+#               and render its vignettes (slow statistical checks: make test-slow)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -33,6 +34,7 @@ demo: $(STAMP)
 
 test: $(STAMP) $(RSTAMP)
 	$(PY) -m pytest -q
+	bash scripts/check-r.sh $(PY)
 
 test-slow: $(STAMP) $(RSTAMP)
 	$(PY) -m pytest -q -m slow
@@ -42,4 +44,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/training.py
 
 clean:
-	rm -rf $(VENV) amortbayes-demo .pytest_cache
+	rm -rf $(VENV) amortbayes-demo .pytest_cache .Rcheck-out

@@ -67,5 +67,6 @@ prior_records <- function(prior) {
                        stringsAsFactors = FALSE)
   names(out) <- cols
   out[is.na(out)] <- ""
-  out
+  # a list of records: reticulate would turn a one-row data frame's columns into scalars
+  lapply(seq_len(nrow(out)), function(i) as.list(out[i, , drop = FALSE]))
 }

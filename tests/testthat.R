@@ -1,0 +1,4 @@
+library(testthat)
+library(amortbayes)
+
+test_check("amortbayes")
