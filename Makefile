@@ -12,7 +12,7 @@ RSTAMP := $(VENV)/.r-installed
 # the CPU wheel of torch lies on disk here; installing it first keeps pip from pulling a CUDA build
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup setup-r demo test test-slow bench clean
+.PHONY: setup setup-r demo test test-slow bench clean vignette-fits
 
 setup: $(STAMP)
 
@@ -45,3 +45,8 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) amortbayes-demo .pytest_cache .Rcheck-out
+
+# the stored fits the vignettes render from (trains amortizers, runs brms and its grouped k-fold: about an hour)
+vignette-fits: $(STAMP) $(RSTAMP)
+	cd /tmp && R CMD build --no-build-vignettes --no-manual $(CURDIR) && R CMD INSTALL amortbayes_*.tar.gz
+	AMORTBAYES_PYTHON=$(abspath $(PY)) Rscript scripts/vignette-fits.R

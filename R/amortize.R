@@ -103,3 +103,18 @@ formula_model <- function(object, data, family, prior) {
   text <- formula_text(object)
   py_call("model", text, check_data(data), family_name(family, text), prior_records(prior))
 }
+
+#' Data sets shipped with amortbayes
+#'
+#' The real data sets of the amortbayes Python package (exported from Debian's R packages,
+#' with provenance): `"sleepstudy"`, `"radon"` (rstanarm: log radon, floor and log uranium
+#' in 85 Minnesota counties), `"cbpp"`, `"epilepsy"`, `"exam"` (mlmRev: 4,059 pupils in 65
+#' schools), `"contraception"` (mlmRev: 1,934 women in 60 districts), `"speed_acc"`,
+#' `"chickweight"`.
+#'
+#' @param name The data set's name.
+#' @return A data frame; grouping columns are character.
+#' @export
+amortbayes_data <- function(name) {
+  py_call("dataset", name)
+}

@@ -243,3 +243,10 @@ def compare_draws(f: AmortizedFit, reference: pd.DataFrame) -> tuple[pd.DataFram
 def data_frame(f: AmortizedFit) -> tuple[pd.DataFrame, list[str]]:
     """The data a fit was trained on (the columns its formula uses)."""
     return _caught(lambda: f.data)
+
+
+def dataset(name: str) -> tuple[pd.DataFrame, list[str]]:
+    """A data set shipped with the Python package (:func:`amortbayes.data.load_dataset`)."""
+    from amortbayes.data import load_dataset
+
+    return _caught(lambda: load_dataset(name))

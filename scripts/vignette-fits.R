@@ -1,0 +1,52 @@
+# Regenerates vignettes/fits/: the trained amortizers, brms fits, Stan fits and timings that the
+# vignettes read (they render in seconds from these; training and brms take most of an hour).
+#
+#   make vignette-fits        (= AMORTBAYES_PYTHON=.venv/bin/python Rscript scripts/vignette-fits.R)
+#
+# Every expensive step is timed here, in one run on one machine, and the times are stored with
+# the fits (timings.rds); the vignettes also time the amortized steps again when they render.
+suppressMessages({
+  library(amortbayes)
+  library(brms)
+  library(lme4)
+})
+dir <- file.path("vignettes", "fits")
+unlink(dir, recursive = TRUE)
+dir.create(dir, recursive = TRUE)
+options(mc.cores = 2)
+elapsed <- function(expr) {
+  start <- proc.time()[["elapsed"]]
+  value <- force(expr)
+  list(value = value, seconds = proc.time()[["elapsed"]] - start)
+}
+timings <- list(machine = paste(Sys.info()[["sysname"]], Sys.info()[["machine"]], parallel::detectCores(), "cores"),
+                date = format(Sys.time(), "%Y-%m-%d"))
+
+# (a) sleepstudy, and (c) its leave-one-subject-out comparison
+slope <- elapsed(amortize(Reaction ~ Days + (Days | Subject), sleepstudy, file = file.path(dir, "sleepstudy"),
+                          progress = TRUE))
+brm_slope <- elapsed(compare_brms(slope$value, file = file.path(dir, "sleepstudy_brm")))
+intercept <- elapsed(amortize(Reaction ~ Days + (1 | Subject), sleepstudy, file = file.path(dir, "sleepstudy_intercept"),
+                              progress = TRUE))
+brm_intercept <- compare_brms(intercept$value, file = file.path(dir, "sleepstudy_intercept_brm"))
+kfold_slope <- elapsed(brms::kfold(attr(brm_slope$value, "brmsfit"), folds = "grouped", group = "Subject", K = 18))
+kfold_intercept <- brms::kfold(attr(brm_intercept, "brmsfit"), folds = "grouped", group = "Subject", K = 18)
+saveRDS(list(slope = kfold_slope$value, intercept = kfold_intercept), file.path(dir, "sleepstudy_kfold.rds"))
+timings$sleepstudy <- list(amortize = slope$seconds, brm = brm_slope$seconds, kfold_18 = kfold_slope$seconds,
+                           amortize_intercept = intercept$seconds)
+
+# (b) radon: varying intercepts by county with floor and log uranium
+radon <- amortbayes_data("radon")
+rad <- elapsed(amortize(log_radon ~ floor + log_uranium + (1 | county), radon, file = file.path(dir, "radon"),
+                        progress = TRUE))
+brm_rad <- elapsed(compare_brms(rad$value, file = file.path(dir, "radon_brm")))
+timings$radon <- list(amortize = rad$seconds, brm = brm_rad$seconds)
+
+# (d) cbpp: a binomial GLMM
+cb <- elapsed(amortize(incidence | trials(size) ~ period + (1 | herd), cbpp, family = binomial(),
+                       file = file.path(dir, "cbpp"), progress = TRUE))
+brm_cb <- elapsed(compare_brms(cb$value, file = file.path(dir, "cbpp_brm")))
+timings$cbpp <- list(amortize = cb$seconds, brm = brm_cb$seconds)
+
+saveRDS(timings, file.path(dir, "timings.rds"))
+str(timings)
