@@ -107,10 +107,9 @@ def stan_draws(model: Any, *, chains: int = 4, warmup: int = 1000, draws: int = 
     raw["Omega"] = raw["Omega"].reshape(-1, K, K)
     raw.update({p: d[p].to_numpy() for p in model.family.dpars})
     out = pd.DataFrame(stan_draws_to_brms(raw, model))
-    for k, name in enumerate(t.group_names):
-        for j, lev in enumerate(t.levels):
-            out[f"r_{t.group}[{lev},{name}]"] = d[f"r[{j + 1},{k + 1}]"].to_numpy()
-    return fit, out
+    local = {f"r_{t.group}[{lev},{name}]": d[f"r[{j + 1},{k + 1}]"].to_numpy()
+             for k, name in enumerate(t.group_names) for j, lev in enumerate(t.levels)}
+    return fit, pd.concat([out, pd.DataFrame(local, index=out.index)], axis=1)
 
 
 def _program_folder(code: str) -> Path:

@@ -338,7 +338,8 @@ def default_prior(formula: str, data: pd.DataFrame, family: str = "gaussian",
 
 def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: list[Prior] | None = None, *,
              budget: int | None = None, method: str = "importance", draws: int = 4000, device: str = "cpu",
-             seed: int = 0, progress: bool = True, file: str | Path | None = None) -> AmortizedFit:
+             seed: int = 0, progress: bool = True, file: str | Path | None = None,
+             group_data: str | None = None) -> AmortizedFit:
     """Build, train and apply an amortized multilevel model of ``formula`` on ``data``.
 
     Args:
@@ -354,6 +355,9 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
         file: a folder for the trained fit (like ``brm(file=)``): a later call with the same
             formula, family, priors, data, budget and seed loads it instead of training; a
             different specification trains again and overwrites it.
+        group_data: how simulated and observed groups reach the networks: ``"moments"`` (each
+            group's sufficient statistics, no rows; the default for gaussian and lognormal) or
+            ``"rows"`` (the default, and the only layout, of the other families).
 
     Raises:
         ValueError: see :func:`parse_terms`, the family's response checks and :func:`prior`.
@@ -367,7 +371,7 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
     if steps < 1:
         raise ValueError(f"budget is a number of training steps >= 1, got {budget!r}")
     terms = parse_terms(formula, data)
-    model = FormulaModel(terms, family, prior)
+    model = FormulaModel(terms, family, prior, group_data=group_data)
     networks = network_settings(model)
     key = {**model.config(), "data_names": list(model.data_names), "networks": networks.to_dict(),
            "budget": steps, "seed": seed,
