@@ -37,7 +37,7 @@ def exam():
 def _to_moments(moments_model, rows_model, x, mask):
     """The moment rows of row-layout data ``x (B, J, N, F)`` as the moments model stores them."""
     cols = rows_model.P + rows_model.K
-    design = x[..., :cols][..., moments_model._design_cols]
+    design = x[..., :cols][..., moments_model.layout.design_cols]
     rc = torch.cat([design, x[..., -1:]], -1).double() - torch.tensor(moments_model.row_shift, dtype=F64)
     return row_moments(rc, mask.double())
 
@@ -84,7 +84,7 @@ def test_simulated_moments_have_the_distribution_of_moments_of_simulated_rows(ex
     reps = 20_000
     th, lo = theta.expand(reps, -1), loc.expand(reps, -1, -1)
     user = torch.tensor([[5, 0, 13]]).expand(reps, -1)  # schools of 80, 73 and 2 pupils
-    direct = mm._simulate_moments(th, lo, user, gen)[..., 0, :]
+    direct = mm.layout.simulate(th, lo, user, gen)[..., 0, :]
     sizes = mr._user_sizes[user]
     rows = mr._user_design[user, : int(sizes.max())]
     mask = (torch.arange(rows.shape[2])[None, None] < sizes[..., None]).to(F64)

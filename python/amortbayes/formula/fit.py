@@ -439,7 +439,7 @@ def network_settings(model: FormulaModel):
     family = {"poisson": "poisson", "negbinomial": "poisson", "bernoulli": "binomial",
               "binomial": "binomial"}.get(model.family.name, "gaussian")  # student and lognormal (log y): gaussian
     if model.group_data == "moments":  # the pilot reads the columns [1, design columns, response] of the moments
-        design, response = tuple(int(i) for i in model._design_aug[:P]), len(model.row_names)
+        design, response = tuple(int(i) for i in model.layout.design_aug[:P]), len(model.row_names)
     else:
         design, response = tuple(range(P)), len(names) - 1
     pilot = PilotSettings(family, design=design, response=response, parameters=tuple(range(P)), trials=trials)

@@ -18,8 +18,8 @@ replacement up to that group's size, cyclically beyond it; the group size is the
 simulation contract draws), so the amortizer is trained on data sets like
 the observed one and its perturbations (other groups, subsets, bootstraps).
 
-Gaussian and lognormal models hold each group as its *moment sums* (``group_data="moments"``,
-:mod:`amortbayes.moments`): the count, sums and sums of products of the distinct design
+Gaussian and lognormal models hold each group as its *moment sums* (``group_data="moments"``, the
+:class:`~amortbayes.formula.gaussian.MomentsLayout`): the count, sums and sums of products of the distinct design
 columns and the response, less the user data's column means.  Those are the sufficient
 statistics of a group, so the simulator draws them exactly without making rows
 (``D'y ~ N(D'D beta, sigma^2 D'D)`` and ``y'y`` from the projection of the noise and a
@@ -34,6 +34,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -42,11 +43,10 @@ import pandas as pd
 import scipy.special as sp
 import torch
 
-from amortbayes.formula import smallmatrix as small
+from amortbayes.formula import gaussian
 from amortbayes.formula.families import Family, get_family
 from amortbayes.formula.priors import Prior, combine_priors, default_priors
 from amortbayes.formula.terms import FormulaTerms
-from amortbayes.moments import augmented_gram, gram_to_moments, moment_names, row_moments, sample_chi2
 from amortbayes.simulation import MultilevelModel, pad_datasets
 
 
@@ -122,8 +122,8 @@ class FormulaModel(MultilevelModel):
             + ((f"log({resp})",) if self._log_response else (resp,))
         self.gaussian_local_posterior = self.family.name in ("gaussian", "lognormal")  # lognormal: gaussian in log y
         if self.gaussian_local_posterior:  # importance sampling integrates the group effects out exactly
-            self.group_log_marginal = self._gaussian_group_log_marginal
-            self.sample_local_posterior = self._gaussian_sample_local_posterior
+            self.group_log_marginal = functools.partial(gaussian.group_log_marginal, self)
+            self.sample_local_posterior = functools.partial(gaussian.sample_local_posterior, self)
         # the user's groups as padded design rows [X, Z] (the response left off), resampled by simulate_data
         design, mask = pad_datasets([g[:, : self._n_design] for g in self.observed_rows()])
         sizes = mask.sum(1).astype(np.int64)
@@ -143,8 +143,14 @@ class FormulaModel(MultilevelModel):
         if group_data == "moments" and self._resample_sizes:
             raise ValueError("n_obs= resamples a group's rows to other sizes, which needs group_data='rows'")
         self.group_data = group_data
+        self.layout: gaussian.MomentsLayout | None = None
         if group_data == "moments":
-            self._setup_moments()
+            self.layout = gaussian.MomentsLayout(self)
+            self.row_names, self.data_names = self.layout.row_names, self.layout.data_names
+            self.row_shift = tuple(float(v) for v in self.layout.shift)
+            # every group at once (importance_draws and logo use them in place of a loop over groups)
+            self.group_log_marginals = self.group_log_marginal
+            self.sample_local_posteriors = self.sample_local_posterior
         self._xbar = torch.as_tensor(terms.X.mean(0), dtype=torch.float64)
         self._intercept = terms.fixed_names.index("Intercept") if "Intercept" in terms.fixed_names else None
         self._prior_of = self._assign_priors()
@@ -257,94 +263,6 @@ class FormulaModel(MultilevelModel):
         return torch.where(bad[..., None], torch.full_like(lp, -math.inf), lp)
 
 
-    # -- the moments layout (gaussian, lognormal) ----------------------------------------------------------------
-    def _setup_moments(self) -> None:
-        """Row columns, their map from the design, the shift, and each user group's design Gram matrix."""
-        t = self.terms
-        names = list(t.fixed_names) + list(t.group_names)
-        design = self._rows()[:, : self.P + self.K]
-        cols: list[str] = []  # distinct design columns other than an intercept's ones
-        aug: list[int] = []  # design column -> column of [1, row columns]
-        for k, name in enumerate(names):
-            if name == "Intercept" and np.all(design[:, k] == 1.0):
-                aug.append(0)
-            elif name in cols and np.array_equal(design[:, k], design[:, names.index(name)]):
-                aug.append(1 + cols.index(name))  # the same term in X and in Z (Days in Days + (Days | g))
-            else:
-                cols.append(name if name not in cols else f"{name}.{k}")
-                aug.append(len(cols))
-        self._design_aug = torch.tensor(aug, dtype=torch.long)
-        self._design_cols = [names.index(c) if c in names else int(c.rsplit(".", 1)[1]) for c in cols]
-        self.row_names = tuple(cols) + (self.data_names[-1],)
-        self._y_aug = len(cols) + 1
-        rows = self._row_columns(self._rows())
-        self.row_shift = tuple(float(v) for v in rows.mean(0))
-        self._shift = torch.tensor(self.row_shift, dtype=torch.float64)
-        self.data_names = moment_names(self.row_names)
-        # each user group's Gram matrix of [1, design columns], its square root and rank (for D'y ~ N(., sigma^2 D'D))
-        groups = [self._row_columns(g) for g in self.observed_rows()]
-        a = len(cols) + 1
-        gram_ = torch.stack([self._design_gram(g) for g in groups])
-        lam, vec = torch.linalg.eigh(gram_)
-        tol = lam.amax(-1, keepdim=True).clamp_min(1e-300) * a * 1e-12
-        positive = lam > tol
-        self._user_gram = gram_
-        self._user_root = vec * torch.where(positive, lam, torch.zeros_like(lam)).sqrt()[..., None, :]  # V sqrt(lambda)
-        self._user_positive = positive
-        self._user_rank = positive.sum(-1)
-        # all groups at once (importance_draws and logo use them in place of a loop over groups)
-        self.group_log_marginals = self._gaussian_group_log_marginal
-        self.sample_local_posteriors = self._gaussian_sample_local_posterior
-
-    @staticmethod
-    def _design_gram(rows: np.ndarray) -> torch.Tensor:
-        d = torch.as_tensor(np.column_stack([np.ones(len(rows)), rows[:, :-1]]), dtype=torch.float64)
-        return d.T @ d
-
-    def _row_columns(self, rows: np.ndarray) -> np.ndarray:
-        """The moments layout's row columns (distinct design columns, response) of rows ``[X, Z, y]``."""
-        return np.column_stack([rows[:, self._design_cols], rows[:, -1]])
-
-    def _coefficients(self, theta_global: torch.Tensor, theta_local: torch.Tensor) -> torch.Tensor:
-        """Each group's coefficients on the columns ``[1, design columns]``, ``(..., J, 1 + D)``."""
-        P = self.P
-        b = theta_global[..., None, :P].expand(*theta_local.shape[:-1], P)
-        both = torch.cat([b, theta_local.to(b.dtype)], -1)
-        out = torch.zeros(*both.shape[:-1], self._y_aug, dtype=both.dtype, device=both.device)
-        return out.index_add(-1, self._design_aug.to(both.device), both)
-
-    def _simulate_moments(self, theta_global, theta_local, user, generator) -> torch.Tensor:
-        """Moment rows ``(B, J, 1, M)`` of groups that take the designs of the user groups ``user (B, J)``.
-
-        With ``D`` the group's columns ``[1, design]`` and ``y = D beta + sigma e``:
-        ``D'y = D'D beta + sigma V sqrt(lambda) z`` (``D'D = V lambda V'``, so ``D'e ~ N(0, D'D)``),
-        ``y'y = beta'D'D beta + 2 sigma beta'V sqrt(lambda) z + sigma^2 (|z_+|^2 + chi2_{N - rank D})``:
-        ``|z_+|^2`` is the noise's squared length in the span of ``D``, the chi-squared its rest.
-        Exact in distribution, in float64, without rows.
-        """
-        tg, tl = theta_global.double(), theta_local.double()
-        beta = self._coefficients(tg, tl)  # (B, J, a)
-        gram_, root, positive = self._user_gram[user], self._user_root[user], self._user_positive[user]
-        n = gram_[..., 0, 0]
-        sigma = self._dpars(tg)["sigma"][..., 0]  # (B, 1)
-        z = torch.randn(beta.shape, generator=generator, dtype=torch.float64) * positive
-        noise = (root @ z[..., None])[..., 0]  # D'e
-        mean = (gram_ @ beta[..., None])[..., 0]
-        dy = mean + sigma[..., None] * noise
-        rest = sample_chi2(n - self._user_rank[user], generator)
-        yy = (beta * mean).sum(-1) + 2 * sigma * (beta * noise).sum(-1) + sigma**2 * ((z * z).sum(-1) + rest)
-        a = self._y_aug
-        full = torch.zeros(*beta.shape[:-1], a + 1, a + 1, dtype=torch.float64)
-        full[..., :a, :a] = gram_
-        full[..., :a, a] = dy
-        full[..., a, :a] = dy
-        full[..., a, a] = yy
-        return gram_to_moments(full, self._shift)[..., None, :]
-
-    def _group_gram(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Float64 Gram matrix of ``[1, design columns, response]`` per group of a moments layout, ``(..., a + 1, a + 1)``."""
-        return augmented_gram(x[..., 0, :].double() * mask[..., 0, None].double(), self._shift)
-
     # -- data ---------------------------------------------------------------------------------------------------
     def _eta(self, theta_global, theta_local, x):
         P, K = self.P, self.K
@@ -389,7 +307,7 @@ class FormulaModel(MultilevelModel):
         user = torch.randint(0, len(self._user_sizes), (batch_size, j_max), generator=generator)
         theta_l = self.sample_local(theta_g, j_max, generator)
         if self.group_data == "moments":
-            x = self._simulate_moments(theta_g, theta_l, user, generator)
+            x = self.layout.simulate(theta_g, theta_l, user, generator)
             mask = group_mask[..., None]
         else:
             sizes = self._user_sizes[user] * group_mask.long()
@@ -451,102 +369,10 @@ class FormulaModel(MultilevelModel):
         return x[..., self.P + self.K] if self._trials else None
 
     def log_likelihood(self, theta_global, theta_local, x, mask) -> torch.Tensor:
-        """``log p(x_j | theta)`` per group, shape ``x.shape[:-2]``: from the rows, or exactly from a moments layout.
-
-        For moments, with ``g = [beta_j, -1]`` on ``[1, design, y]`` and their Gram matrix ``G``:
-        ``-N/2 log(2 pi sigma^2) - g'G g / (2 sigma^2)`` (less ``sum log y`` for lognormal).
-        """
-        if self.group_data == "rows":
-            return self.pointwise_log_lik(theta_global, theta_local, x, mask).sum(-1)
-        tg = theta_global.double()
-        G = self._group_gram(x, mask)  # (..., J, a + 1, a + 1)
-        beta = self._coefficients(tg, theta_local.double())
-        g = torch.cat([beta, -torch.ones_like(beta[..., :1])], -1)
-        ss = (g[..., None, :] @ G @ g[..., :, None])[..., 0, 0]
-        sigma = self._dpars(tg)["sigma"][..., 0]  # (..., 1): broadcasts over the groups
-        n = G[..., 0, 0]
-        ll = -0.5 * n * torch.log(2 * math.pi * sigma**2) - 0.5 * ss / sigma**2
-        if self._log_response:
-            ll = ll - G[..., 0, -1]
-        return ll * (mask[..., 0] > 0)
-
-    def _gaussian_group(self, theta_global: torch.Tensor, x: torch.Tensor, mask: torch.Tensor):
-        """The K x K pieces of one gaussian group given the globals: ``y_j ~ MVN(X_j b, Z_j Sigma Z_j' + sigma^2 I)``.
-
-        With ``Sigma = L L'`` and ``A = Z_j L``, ``M = I + A'A / sigma^2`` (Woodbury and the matrix
-        determinant lemma), written in the group's sufficient statistics (``X'X``, ``Z'Z``,
-        ``Z'X``, ``X'y``, ``Z'y``, ``y'y``), so the cost per draw does not grow with its rows.
-        ``x (N, F)`` are the group's rows ``[X, Z, y]``, ``mask (N,)`` marks the observed ones;
-        in the moments layout ``x (..., 1, M)`` may hold several groups, whose leading dimensions
-        broadcast against ``theta_global``'s (``(S, 1, G)`` for every draw and group).
-        Returns the row count, ``L``, where Sigma or M is singular, sigma, ``|y - X b|^2``, the
-        Cholesky factor of M and ``A'r``.
-        """
-        P, K = self.P, self.K
-        theta_global, dt = theta_global.double(), torch.float64  # |y - X b|^2 from y'y: float64 against cancellation
-        n, XX, ZZ, ZX, Xy, Zy, yy = self._sufficient(x, mask)
-        L, bad = self._scale_tril(theta_global)
-        sigma = theta_global[..., -1]
-        b = theta_global[..., :P]
-        # sufficient statistics of the group (fixed-size: no term below grows with its rows)
-        if theta_global.dim() == 3 and theta_global.shape[1] == 1 and XX.dim() == 3:
-            # every draw with every group, (S, 1, G) against (J, ...): the terms that mix a draw's
-            # parameters with a group's statistics are products of an (S, .) and a (., J) matrix
-            S, J = theta_global.shape[0], XX.shape[0]
-            b2 = b[:, 0]
-            rr = yy - 2 * (b2 @ Xy.T) + (b2[:, :, None] * b2[:, None, :]).reshape(S, -1) @ XX.reshape(J, -1).T
-            Zr = Zy - (b2 @ ZX.permute(2, 0, 1).reshape(P, -1)).reshape(S, J, K)
-            l2 = L[:, 0]
-            # (L' ZZ L)[a, b] = sum_cd L[c, a] L[d, b] ZZ[c, d]
-            ll = (l2[:, :, :, None, None] * l2[:, None, None, :, :]).permute(0, 2, 4, 1, 3).reshape(S, K * K, K * K)
-            LtZZL = (ll @ ZZ.reshape(J, K * K).T).permute(0, 2, 1).reshape(S, J, K, K)
-        else:  # entry by entry over the broadcast (draw, group) pairs
-            rr = yy - 2 * (b * Xy).sum(-1) + small.quadratic(XX, b)  # |y - X b|^2, (...,)
-            Zr = Zy - (ZX * b[..., None, :]).sum(-1)  # Z'(y - X b), (..., K)
-            LtZZL = small.congruence(L, ZZ)
-        s2 = sigma[..., None, None] ** 2
-        # millions of 1 x 1 or 2 x 2 matrices: factored entry by entry (smallmatrix)
-        chol, failed = small.cholesky(torch.eye(K, dtype=dt) + LtZZL / s2)
-        Ar = (L * Zr[..., :, None]).sum(-2)[..., None]  # L' Z'(y - X b), (..., K, 1)
-        return n, L, bad | failed, sigma, rr, chol, Ar
-
-    def _sufficient(self, x: torch.Tensor, mask: torch.Tensor):
-        """One gaussian group's ``N, X'X, Z'Z, Z'X, X'y, Z'y, y'y`` (float64) from its rows or its moment row."""
-        P, K = self.P, self.K
-        if self.group_data == "moments":  # x (..., 1, M): any number of groups
-            G = self._group_gram(x, mask)
-            ix, iz = self._design_aug[:P].tolist(), self._design_aug[P:].tolist()
-            y = G.shape[-1] - 1
-            return (G[..., 0, 0], G[..., ix, :][..., ix], G[..., iz, :][..., iz], G[..., iz, :][..., ix],
-                    G[..., ix, y], G[..., iz, y], G[..., y, y])
-        rows = x[mask > 0].double()
-        X, Z, y = rows[:, :P], rows[:, P: P + K], rows[:, -1]
-        return rows.shape[0], X.T @ X, Z.T @ Z, Z.T @ X, X.T @ y, Z.T @ y, y @ y
-
-    def _gaussian_group_log_marginal(self, theta_global: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Exact ``log p(y_j | globals)`` of one group (its effects integrated out), family gaussian or lognormal; ``(...,)``."""
-        n, L, bad, sigma, rr, chol, Ar = self._gaussian_group(theta_global, x, mask)
-        s2 = sigma**2
-        quad = (rr - (Ar * small.cholesky_solve(Ar, chol)).sum((-1, -2)) / s2) / s2
-        logdet = 2 * n * torch.log(sigma) + 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-        lp = -0.5 * (n * math.log(2 * math.pi) + logdet + quad)
-        if self._log_response:  # rows hold log y: the density of y is that of log y less sum(log y)
-            lp = lp - (self._group_gram(x, mask)[..., 0, -1] if self.group_data == "moments"
-                       else x[mask > 0][:, -1].double().sum())
-        return torch.where(bad, torch.full_like(lp, -math.inf), lp)
-
-    def _gaussian_sample_local_posterior(self, theta_global: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
-                                         generator: torch.Generator | None = None) -> torch.Tensor:
-        """One exact draw of the group's effects given the globals and its data, family gaussian; ``(..., K)``.
-
-        ``r_j | y_j ~ N(L M^-1 A'r / sigma^2, L M^-1 L')`` in the terms of :meth:`_gaussian_group`.
-        """
-        _, L, bad, sigma, _, chol, Ar = self._gaussian_group(theta_global, x, mask)
-        mean = small.cholesky_solve(Ar, chol) / (sigma**2)[..., None, None]  # (..., K, 1)
-        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-        u = mean + small.solve_upper_t(chol, eps)
-        r = (L * u[..., None, :, 0]).sum(-1)  # L u
-        return torch.where(bad[..., None], torch.full_like(r, math.nan), r)
+        """``log p(x_j | theta)`` per group, shape ``x.shape[:-2]``: from the rows, or exactly from a moments layout."""
+        if self.layout is not None:
+            return self.layout.log_likelihood(theta_global, theta_local, x, mask)
+        return self.pointwise_log_lik(theta_global, theta_local, x, mask).sum(-1)
 
     @property
     def likelihood_family(self) -> Family:
@@ -565,21 +391,25 @@ class FormulaModel(MultilevelModel):
         return laplace_local_proposal(self, theta_global, x, mask, m, generator)
 
     def informative_columns(self) -> tuple[int, ...]:
-        """The data columns that carry information: the design's columns less constants and copies, and the response's.
+        """The columns that carry information: the design's columns less constants and copies, and the response's.
 
         Simulated designs resample the user's rows, so a column constant in the user's data
         (an intercept's ones) is constant in every simulation, and a group term's column
         equal to a fixed-effect one (``Days`` in ``Days + (Days | Subject)``) repeats it.
+        Data columns of the rows layout, row columns (:attr:`row_names`) of the moments layout.
 
         Example:
             >>> from amortbayes.data import load_sleepstudy
             >>> from amortbayes.formula import parse_terms
-            >>> m = FormulaModel(parse_terms("Reaction ~ Days + (Days | Subject)", load_sleepstudy()))
+            >>> terms = parse_terms("Reaction ~ Days + (Days | Subject)", load_sleepstudy())
+            >>> m = FormulaModel(terms, group_data="rows")
             >>> [m.data_names[i] for i in m.informative_columns()]
             ['X:Days', 'Reaction']
+            >>> [FormulaModel(terms).row_names[i] for i in FormulaModel(terms).informative_columns()]
+            ['Days', 'Reaction']
         """
-        if self.group_data == "moments":  # the distinct design columns less constants, and the response
-            rows = self._row_columns(self._rows())
+        if self.layout is not None:  # the distinct design columns less constants, and the response
+            rows = self.layout.row_columns(self._rows())
             return tuple(k for k in range(rows.shape[1]) if np.ptp(rows[:, k]) > 0 or k == rows.shape[1] - 1)
         design = self._rows()[:, : self._n_design]
         keep: list[int] = []
@@ -619,14 +449,7 @@ class FormulaModel(MultilevelModel):
         moment sums (computed in float64 from the rows less :attr:`row_shift`).
         """
         groups = self.observed_rows(terms)
-        if self.group_data == "rows":
-            return groups
-        shift = np.asarray(self.row_shift)
-        out = []
-        for g in groups:
-            rows = torch.as_tensor(self._row_columns(g.astype(np.float64)) - shift)
-            out.append(row_moments(rows[None], torch.ones(1, len(g), dtype=torch.float64))[0].numpy().astype(np.float32))
-        return out
+        return groups if self.layout is None else self.layout.moment_rows(groups)
 
     def observed_rows(self, terms: FormulaTerms | None = None) -> list[np.ndarray]:
         """The user's data (or ``terms``') as one ``(N_j, F)`` array of rows ``[X, Z, y]`` per group, in level order."""
