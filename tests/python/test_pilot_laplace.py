@@ -139,3 +139,24 @@ def test_pilot_and_summary_columns_travel_with_a_saved_amortizer_and_bad_columns
     np.testing.assert_array_equal(a, back.sample_draws(data, 5, seed=1, group="patient").global_draws)
     with pytest.raises(ValueError, match="summary_columns must be data columns 0..7"):
         MultilevelAmortizer(model, dataclasses.replace(settings, summary_columns=(0, 9)))
+
+
+def test_the_student_proposal_has_heavy_tails_and_integrates_a_group_as_quadrature_does():
+    # a student likelihood is bounded in r: the group's conditional keeps the prior's tails, which
+    # a Gaussian at the mode would not cover; the t proposal's estimate is unbiased against quadrature
+    model = FormulaModel(parse_terms("Reaction ~ Days + (1 | Subject)", load_sleepstudy()), "student")
+    theta = torch.tensor([[251.0, 10.5, 40.0, 25.0, 4.0]], dtype=torch.float64).expand(200, -1)
+    rows, mask = _group(model, 8)  # subject 332, whose reaction times have an outlier
+    draws, log_q = model.local_proposal(theta, rows, mask, 32, torch.Generator().manual_seed(7))
+    log_w = (model.log_likelihood(theta[:, None], draws[:, :, None], rows[None, None, None], mask[None, None, None])[..., 0]
+             + model.local_log_prior(theta, draws) - log_q)
+    estimates = torch.logsumexp(log_w, -1) - math.log(32)
+    X, y = rows[:, :2].numpy(), rows[:, -1].numpy()
+    r = np.linspace(-400, 400, 400_001)
+    log_f = stats.t.logpdf(y[None], 4.0, (X @ theta[0, :2].numpy())[None] + r[:, None], 25.0).sum(1) \
+        + stats.norm.logpdf(r, 0, 40.0)
+    exact = special.logsumexp(log_f) + math.log(r[1] - r[0])
+    # the mean of 200 independent estimates of the likelihood (not its log) is unbiased
+    assert special.logsumexp(estimates.numpy()) - math.log(200) == pytest.approx(exact, abs=0.02)
+    z = (draws[..., 0] - draws[..., 0].mean()) / draws[..., 0].std()
+    assert (z.abs() > 4).float().mean() > 1e-4  # tails a Gaussian proposal would almost never reach

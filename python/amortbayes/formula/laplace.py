@@ -2,11 +2,11 @@
 
 Importance-corrected draws and LOGO integrate each group's effects ``r_j`` out by importance
 sampling, for every global draw (``MultilevelAmortizer._group_evidence``).  A formula model
-offers its own proposal for that integral: the Gaussian at the mode of
-``p(y_j | b, r_j) N(r_j | 0, Sigma)``, found by a few Fisher-scoring steps, with covariance the
-inverse of the Fisher information plus the prior precision, widened by ``INFLATE`` (a
-slightly wider proposal keeps the weights' variance finite where the exact conditional is
-skewed: counts near zero).  For GLMMs this conditional is close to Gaussian, so a few draws
+offers its own proposal for that integral: the Gaussian (a Student-t for a student likelihood,
+:data:`HEAVY_TAILED`) at the mode of ``p(y_j | b, r_j) N(r_j | 0, Sigma)``, found by a few
+Fisher-scoring steps, with scale the inverse of the Fisher information plus the prior
+precision, widened by ``INFLATE`` (a slightly wider proposal keeps the weights' variance finite
+where the exact conditional is skewed: counts near zero).  For GLMMs this conditional is close to Gaussian, so a few draws
 estimate the group's likelihood with little noise, and no network runs: on epilepsy's 59
 patients the importance correction took 36 s with 32 local-flow draws per global draw.
 The estimate stays unbiased whatever the approximation's quality (it is only the proposal).
@@ -25,10 +25,19 @@ from typing import Any
 
 import torch
 
+from amortbayes.moments import sample_chi2
 from amortbayes.networks.flows import quasi_normal
 
 SCORING_STEPS = 8  # Fisher-scoring steps from r = 0 (a gaussian group needs one)
 INFLATE = 1.2  # proposal SD relative to the Laplace approximation's
+# families whose group conditional has heavier tails than the Gaussian at its mode (a student
+# likelihood is bounded in r_j, so the conditional keeps the prior's tails, wider than the mode's
+# curvature says): their proposal is a Student-t of T_DF degrees of freedom, whose weights' variance
+# stays finite (measured on sleepstudy, student: sigma 0.36 Stan SD off with the Gaussian proposal,
+# 0.08 with the t and 32 local draws).  Log-concave GLM likelihoods keep the Gaussian, whose
+# estimates are less noisy
+HEAVY_TAILED = ("student",)
+T_DF = 5
 ETA_BOUND = 30.0
 
 
@@ -70,10 +79,19 @@ def laplace_local_proposal(model: Any, theta_global: torch.Tensor, x: torch.Tens
     U = torch.where(failed[:, None, None], eye, U)
     r = torch.where(failed[:, None], torch.zeros_like(r), r)
     eps = quasi_normal(tg.shape[0], m, K, generator, dt).to(tg.device)  # (n, m, K)
-    # r + INFLATE U^-T eps has covariance INFLATE^2 (U U')^-1 (U^-T once per global draw)
+    heavy = model.family.name in HEAVY_TAILED
+    if heavy:  # a Student-t of T_DF degrees of freedom around the mode: w = eps sqrt(nu / chi2_nu)
+        w = eps * torch.sqrt(T_DF / sample_chi2(torch.full(eps.shape[:-1], float(T_DF)), generator)).to(eps)[..., None]
+    else:
+        w = eps
+    # r + INFLATE U^-T w has scale matrix INFLATE^2 (U U')^-1 (U^-T once per global draw)
     U_inv_t = torch.linalg.solve_triangular(U.transpose(-1, -2), eye.expand_as(U), upper=True)
-    shift = torch.einsum("nab,nmb->nma", U_inv_t, eps)
+    shift = torch.einsum("nab,nmb->nma", U_inv_t, w)
     draws = r[:, None] + INFLATE * shift
-    log_det = torch.log(torch.diagonal(U, dim1=-2, dim2=-1)).sum(-1) - K * math.log(INFLATE)  # log |cov|^(-1/2)
-    log_q = -0.5 * (eps * eps).sum(-1) + log_det[:, None] - 0.5 * K * math.log(2 * math.pi)
+    log_det = torch.log(torch.diagonal(U, dim1=-2, dim2=-1)).sum(-1) - K * math.log(INFLATE)  # log |scale|^(-1/2)
+    if heavy:
+        log_q = (math.lgamma((T_DF + K) / 2) - math.lgamma(T_DF / 2) - 0.5 * K * math.log(T_DF * math.pi)
+                 + log_det[:, None] - 0.5 * (T_DF + K) * torch.log1p((w * w).sum(-1) / T_DF))
+    else:
+        log_q = -0.5 * (w * w).sum(-1) + log_det[:, None] - 0.5 * K * math.log(2 * math.pi)
     return draws.to(theta_global.dtype), log_q.to(theta_global.dtype)
