@@ -49,4 +49,4 @@ clean:
 # the stored fits the vignettes render from (trains amortizers, runs brms and its grouped k-fold: about an hour)
 vignette-fits: $(STAMP) $(RSTAMP)
 	cd /tmp && R CMD build --no-build-vignettes --no-manual $(CURDIR) && R CMD INSTALL amortbayes_*.tar.gz
-	AMORTBAYES_PYTHON=$(abspath $(PY)) Rscript scripts/vignette-fits.R
+	OMP_NUM_THREADS=1 AMORTBAYES_PYTHON=$(abspath $(PY)) Rscript scripts/vignette-fits.R

@@ -50,3 +50,14 @@ timings$cbpp <- list(amortize = cb$seconds, brm = brm_cb$seconds)
 
 saveRDS(timings, file.path(dir, "timings.rds"))
 str(timings)
+
+# fixtures of the R tests (tests/testthat/test-brms.R): the sleepstudy fit, brms' summary and loo
+fixtures <- file.path("tests", "testthat", "fixtures")
+dir.create(fixtures, recursive = TRUE, showWarnings = FALSE)
+unlink(file.path(fixtures, "sleepstudy_fit"), recursive = TRUE)
+save_amortizer(slope$value, file.path(fixtures, "sleepstudy_fit"))
+bf <- attr(brm_slope$value, "brmsfit")
+s <- summary(bf)
+utils::write.csv(rbind(s$fixed[, c("Estimate", "Est.Error")], s$spec_pars[, c("Estimate", "Est.Error")]),
+                 file.path(fixtures, "brms_sleepstudy_summary.csv"))
+saveRDS(brms::loo(bf), file.path(fixtures, "brms_sleepstudy_loo.rds"))

@@ -33,7 +33,8 @@ import torch
 from nflows.transforms.base import Transform
 
 PILOT_FAMILIES = ("gaussian", "poisson", "binomial")
-PILOT_ITERATIONS = 8  # IRLS steps of the non-gaussian families (R's glm() needs 4-6 on typical data)
+PILOT_ITERATIONS = 8  # IRLS steps of the non-gaussian families at most (R's glm() needs 4-6 on typical data)
+PILOT_TOLERANCE = 1e-6  # they stop once no coefficient of any data set moves by more than this, relatively
 ETA_BOUND = 30.0  # linear predictors kept in +-30 during IRLS (exp(30) = 1e13 counts)
 MAX_Z = 20.0  # pilot locations in the prior-standardized space are kept within +-20
 
@@ -140,6 +141,7 @@ def glm_pilot(x: torch.Tensor, mask: torch.Tensor, settings: PilotSettings, prio
     else:
         eta, mu, w = torch.zeros_like(y), torch.zeros_like(y), m.clone()
     steps = 1 if f == "gaussian" else iterations
+    previous = None
     for _ in range(steps):
         work = torch.where(w > 0, eta + (y - mu) / w.clamp_min(1e-10), eta) if f != "gaussian" else y
         wm = w * m
@@ -150,6 +152,10 @@ def glm_pilot(x: torch.Tensor, mask: torch.Tensor, settings: PilotSettings, prio
         if f != "gaussian":  # exp() and sigmoid() of +-30 stay finite
             eta = eta.clamp(-ETA_BOUND, ETA_BOUND)
         mu, w = _mean_and_weight(f, eta, n)
+        # converged in every data set of the batch (R's glm() criterion): the rest would change nothing
+        if previous is not None and bool(((beta - previous).abs() <= PILOT_TOLERANCE * (beta.abs() + 0.1)).all()):
+            break
+        previous = beta
     resid = (y - mu) * m
     if f == "gaussian":  # dispersion: residual variance (the penalty's shrinkage ignored in the df)
         rows = m.sum(1)
