@@ -11,41 +11,55 @@ suppressMessages({
   library(lme4)
 })
 dir <- file.path("vignettes", "fits")
-unlink(dir, recursive = TRUE)
-dir.create(dir, recursive = TRUE)
+# a fresh run unless RESUME=true: then the steps already timed in timings.rds are read back
+resume <- identical(Sys.getenv("RESUME"), "true") && file.exists(file.path(dir, "timings.rds"))
+if (!resume) unlink(dir, recursive = TRUE)
+dir.create(dir, recursive = TRUE, showWarnings = FALSE)
 options(mc.cores = 2)
-elapsed <- function(expr) {
+timings <- if (resume) readRDS(file.path(dir, "timings.rds")) else
+  list(machine = paste(Sys.info()[["sysname"]], Sys.info()[["machine"]], parallel::detectCores(),
+                       "cores; amortbayes on one torch thread, brms 4 chains on 2 cores"),
+       date = format(Sys.time(), "%Y-%m-%d"))
+# run a step and record its wall time under `key` (kept in timings.rds after every step)
+elapsed <- function(key, expr) {
   start <- proc.time()[["elapsed"]]
   value <- force(expr)
-  list(value = value, seconds = proc.time()[["elapsed"]] - start)
+  if (is.null(timings[[key]])) {
+    timings[[key]] <<- proc.time()[["elapsed"]] - start
+    saveRDS(timings, file.path(dir, "timings.rds"))
+  }
+  list(value = value, seconds = timings[[key]])
 }
-timings <- list(machine = paste(Sys.info()[["sysname"]], Sys.info()[["machine"]], parallel::detectCores(), "cores"),
-                date = format(Sys.time(), "%Y-%m-%d"))
 
 # (a) sleepstudy, and (c) its leave-one-subject-out comparison
-slope <- elapsed(amortize(Reaction ~ Days + (Days | Subject), sleepstudy, file = file.path(dir, "sleepstudy"),
+slope <- elapsed("sleepstudy_amortize", amortize(Reaction ~ Days + (Days | Subject), sleepstudy, file = file.path(dir, "sleepstudy"),
                           progress = TRUE))
-brm_slope <- elapsed(compare_brms(slope$value, file = file.path(dir, "sleepstudy_brm")))
-intercept <- elapsed(amortize(Reaction ~ Days + (1 | Subject), sleepstudy, file = file.path(dir, "sleepstudy_intercept"),
+brm_slope <- elapsed("sleepstudy_brm", compare_brms(slope$value, file = file.path(dir, "sleepstudy_brm")))
+intercept <- elapsed("sleepstudy_amortize_intercept", amortize(Reaction ~ Days + (1 | Subject), sleepstudy, file = file.path(dir, "sleepstudy_intercept"),
                               progress = TRUE))
 brm_intercept <- compare_brms(intercept$value, file = file.path(dir, "sleepstudy_intercept_brm"))
-kfold_slope <- elapsed(brms::kfold(attr(brm_slope$value, "brmsfit"), folds = "grouped", group = "Subject", K = 18))
-kfold_intercept <- brms::kfold(attr(brm_intercept, "brmsfit"), folds = "grouped", group = "Subject", K = 18)
-saveRDS(list(slope = kfold_slope$value, intercept = kfold_intercept), file.path(dir, "sleepstudy_kfold.rds"))
-timings$sleepstudy <- list(amortize = slope$seconds, brm = brm_slope$seconds, kfold_18 = kfold_slope$seconds,
-                           amortize_intercept = intercept$seconds)
+kfold_file <- file.path(dir, "sleepstudy_kfold.rds")
+if (!file.exists(kfold_file)) {
+  kfold_slope <- elapsed("sleepstudy_kfold_18", brms::kfold(attr(brm_slope$value, "brmsfit"), folds = "grouped",
+                                                            group = "Subject", K = 18))
+  kfold_intercept <- brms::kfold(attr(brm_intercept, "brmsfit"), folds = "grouped", group = "Subject", K = 18)
+  saveRDS(list(slope = kfold_slope$value, intercept = kfold_intercept), kfold_file)
+}
+timings$sleepstudy <- list(amortize = timings$sleepstudy_amortize, brm = timings$sleepstudy_brm,
+                           kfold_18 = timings$sleepstudy_kfold_18, amortize_intercept = timings$sleepstudy_amortize_intercept)
 
 # (b) radon: varying intercepts by county with floor and log uranium
 radon <- amortbayes_data("radon")
-rad <- elapsed(amortize(log_radon ~ floor + log_uranium + (1 | county), radon, file = file.path(dir, "radon"),
+rad <- elapsed("radon_amortize", amortize(log_radon ~ floor + log_uranium + (1 | county), radon, file = file.path(dir, "radon"),
                         progress = TRUE))
-brm_rad <- elapsed(compare_brms(rad$value, file = file.path(dir, "radon_brm")))
+brm_rad <- elapsed("radon_brm", compare_brms(rad$value, file = file.path(dir, "radon_brm")))
 timings$radon <- list(amortize = rad$seconds, brm = brm_rad$seconds)
+saveRDS(timings, file.path(dir, "timings.rds"))
 
 # (d) cbpp: a binomial GLMM
-cb <- elapsed(amortize(incidence | trials(size) ~ period + (1 | herd), cbpp, family = binomial(),
+cb <- elapsed("cbpp_amortize", amortize(incidence | trials(size) ~ period + (1 | herd), cbpp, family = binomial(),
                        file = file.path(dir, "cbpp"), progress = TRUE))
-brm_cb <- elapsed(compare_brms(cb$value, file = file.path(dir, "cbpp_brm")))
+brm_cb <- elapsed("cbpp_brm", compare_brms(cb$value, file = file.path(dir, "cbpp_brm")))
 timings$cbpp <- list(amortize = cb$seconds, brm = brm_cb$seconds)
 
 saveRDS(timings, file.path(dir, "timings.rds"))
