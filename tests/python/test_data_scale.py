@@ -79,3 +79,19 @@ def test_moments_and_rows_layouts_trained_alike_give_the_same_posterior():
     assert ((a[names].std() / sd) - 1).abs().max() < 0.1
     for f in fits.values():
         assert f.posterior.diagnostics["pareto_k"] < 0.7
+
+
+def test_the_pooled_statistics_of_many_columns_are_the_groups_own_regressions():
+    import torch
+
+    from amortbayes.formula.fit import response_statistics
+    from amortbayes.networks.summary import DeepSet
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 500, 3, generator=g)
+    y = 1.5 + 2 * x[..., 0] + 3 * x[..., 1] + 0.1 * torch.randn(1, 500, generator=g)
+    stats = DeepSet(4, 4).statistics(torch.cat([x, y[..., None]], -1), torch.ones(1, 500))[0]
+    picked = stats[list(response_statistics(4, 1))]
+    # mean and log SD of y, log residual SD, slopes on x1..x3, intercept, log N
+    np.testing.assert_allclose(picked[2:].numpy(), [np.log(0.1), 2.0, 3.0, 0.0, 1.5, np.log(500)], atol=0.05)
+    assert response_statistics(3, 1) is None  # few columns: all statistics

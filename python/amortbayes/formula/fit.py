@@ -448,9 +448,37 @@ def network_settings(model: FormulaModel):
     pilot = PilotSettings(family, design=design, response=response, parameters=tuple(range(P)), trials=trials)
     # a group enters through its moments only (no network per row: a step's cost hardly grows with the
     # rows), except for student, whose degrees of freedom show in the tails, beyond the second moments
+    columns = model.informative_columns()
     return dataclasses.replace(default_settings(model), local_flow=GAUSSIAN_LOCAL_FLOW, pilot=pilot,
-                               summary_columns=model.informative_columns(),
-                               group_row_network=model.family.name == "student")
+                               summary_columns=columns, group_row_network=model.family.name == "student",
+                               pooled_moments=response_statistics(len(columns), model.n_response_columns))
+
+
+# above this many summary columns the data-set summary pools the second moments of the response's
+# statistics only (all statistics: 70 and 2,485 second moments for six columns)
+POOLED_MOMENTS_ALL_UP_TO = 3
+
+
+def response_statistics(f: int, responses: int) -> tuple[int, ...] | None:
+    """Indices, in ``DeepSet.statistics``' layout of ``f`` columns, of what a group says about its coefficients.
+
+    For each of the last ``responses`` columns (the response, and ``log1p`` of counts): its mean,
+    log SD, log residual SD and least-squares slopes and intercept on the other columns (the
+    group's own regression), and ``log N``; None (all statistics) for ``f <= 3``.
+
+    Example:
+        >>> response_statistics(2, 1) is None, len(response_statistics(6, 2))
+        (True, 19)
+    """
+    if f <= POOLED_MOMENTS_ALL_UP_TO:
+        return None
+    c = f * (f - 1) // 2
+    out: list[int] = []
+    for r in range(f - responses, f):
+        out += [r, f + r, 2 * f + c + r]  # mean, log SD, log residual SD
+        out += list(range(3 * f + c + r * (f - 1), 3 * f + c + (r + 1) * (f - 1)))  # slopes on the others
+        out.append(3 * f + c + f * (f - 1) + r)  # intercept
+    return tuple(out) + (4 * f + c + f * (f - 1),)  # log N
 
 
 def _stored_key(folder: Path) -> dict | None:

@@ -375,6 +375,11 @@ class FormulaModel(MultilevelModel):
         return self.pointwise_log_lik(theta_global, theta_local, x, mask).sum(-1)
 
     @property
+    def n_response_columns(self) -> int:
+        """The columns at the end of a row (or of the row columns) that hold the response: 2 for counts (log1p y, y)."""
+        return 2 if self._count_feature else 1
+
+    @property
     def likelihood_family(self) -> Family:
         """The family of the rows' response column (gaussian for lognormal, whose rows hold log y)."""
         return get_family("gaussian") if self._log_response else self.family

@@ -173,6 +173,7 @@ class DeepSet(nn.Module):
         second_moments_of_last: int = 0,
         extremes: bool = False,
         row_network: bool = True,
+        second_moments_of: tuple[int, ...] | None = None,
     ):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
@@ -193,7 +194,14 @@ class DeepSet(nn.Module):
             n_mom += n_in * (n_in + 1) // 2
         if not 0 <= second_moments_of_last <= (0 if interactions else in_features):
             raise ValueError("second_moments_of_last needs interactions=False and at most in_features")
-        self.second_moments_of_last = k = second_moments_of_last
+        self.second_moments_of_last = second_moments_of_last
+        # second_moments_of: the inputs (indices) whose exact second moments rho sees, in place of the last k
+        if second_moments_of is not None and (interactions or second_moments_of_last
+                                              or not set(second_moments_of) <= set(range(in_features))):
+            raise ValueError("second_moments_of needs interactions=False, no second_moments_of_last, and input indices")
+        self.second_moments_index = (list(range(in_features - second_moments_of_last, in_features))
+                                     if second_moments_of is None else list(second_moments_of))
+        k = len(self.second_moments_index)
         n_mom += k * (k + 1) // 2 + k * (k + 1) // 2  # second moments, log SDs and correlations
         self.phi = mlp(n_in, hidden, hidden, depth) if row_network else None
         self.rho = SkipMLP((2 * hidden if row_network else 0) + n_mom + 1, hidden, out_features, depth)
@@ -302,10 +310,11 @@ class DeepSet(nn.Module):
                 if self.extremes:
                     parts.append(stats[..., -1 - 2 * f : -1])
             moments = torch.cat(parts, dim=-1)
-        elif self.second_moments_of_last:
-            k = self.second_moments_of_last
-            second = (pairwise_products(x[..., -k:])[..., k:] * m).sum(-2) / n
-            moments = torch.cat([moments, second, spread_statistics(moments[..., -k:], second)], dim=-1)
+        elif self.second_moments_index:
+            idx = self.second_moments_index
+            k = len(idx)
+            second = (pairwise_products(x[..., idx])[..., k:] * m).sum(-2) / n
+            moments = torch.cat([moments, second, spread_statistics(moments[..., idx], second)], dim=-1)
         return self.rho(torch.cat([mean, var.clamp_min(0.0), moments, log_n(mask)], dim=-1)), stats
 
 
