@@ -155,7 +155,7 @@ def test_group_log_evidence_is_the_exact_group_marginal(trained_hg):
 def test_quasi_random_local_draws_estimate_the_group_evidence_with_less_noise(trained_hg, monkeypatch):
     # same estimator, same exact target; randomized QMC local draws (the default) against
     # independent ones, 8 local draws per global value, over 16 seeds (here the SD falls by a quarter)
-    import amortbayes.amortizers.multilevel as ml
+    import amortbayes.inference.evidence as ml
 
     model, amortizer = trained_hg
     b = model.simulate(1, torch.Generator().manual_seed(4), n_groups=6, n_obs=5)
@@ -178,7 +178,7 @@ def test_quasi_random_local_draws_estimate_the_group_evidence_with_less_noise(tr
 
 
 def test_group_evidence_in_likelihood_chunks_is_the_same(trained_hg, monkeypatch):
-    import amortbayes.amortizers.multilevel as ml
+    import amortbayes.inference.evidence as ml
 
     model, amortizer = trained_hg
     b = model.simulate(1, torch.Generator().manual_seed(4), n_groups=3, n_obs=5)
@@ -212,7 +212,7 @@ def test_logo_elpd_matches_the_exact_predictive_density(trained_hg):
 
 
 def test_group_loops_show_a_progress_bar_only_when_asked(trained_hg, monkeypatch, capsys):
-    import amortbayes.amortizers.multilevel as ml
+    import amortbayes.inference.evidence as ml
 
     model, amortizer = trained_hg
     b = model.simulate(1, torch.Generator().manual_seed(3), n_groups=5, n_obs=4)
@@ -418,7 +418,7 @@ def test_importance_draws_match_the_closed_form_posterior(trained_hg):
 
 
 def test_refined_proposal_student_t_fits_weighted_draws_and_has_its_density():
-    from amortbayes.amortizers.multilevel import _StudentT
+    from amortbayes.inference.importance import _StudentT
 
     gen = torch.Generator().manual_seed(0)
     z = torch.randn(20000, 2, generator=gen, dtype=torch.float64)

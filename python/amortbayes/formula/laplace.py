@@ -1,7 +1,7 @@
 """A group's effects given the shared parameters, by Laplace approximation: the local proposal of importance sampling.
 
 Importance-corrected draws and LOGO integrate each group's effects ``r_j`` out by importance
-sampling, for every global draw (``MultilevelAmortizer._group_evidence``).  A formula model
+sampling, for every global draw (:func:`amortbayes.inference.evidence.group_evidence`).  A formula model
 offers its own proposal for that integral: the Gaussian (a Student-t for a student likelihood,
 :data:`HEAVY_TAILED`) at the mode of ``p(y_j | b, r_j) N(r_j | 0, Sigma)``, found by a few
 Fisher-scoring steps, with scale the inverse of the Fisher information plus the prior
