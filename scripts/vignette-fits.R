@@ -72,6 +72,8 @@ unlink(file.path(fixtures, "sleepstudy_fit"), recursive = TRUE)
 save_amortizer(slope$value, file.path(fixtures, "sleepstudy_fit"))
 bf <- attr(brm_slope$value, "brmsfit")
 s <- summary(bf)
-utils::write.csv(rbind(s$fixed[, c("Estimate", "Est.Error")], s$spec_pars[, c("Estimate", "Est.Error")]),
+est <- rbind(s$fixed[, c("Estimate", "Est.Error")], s$spec_pars[, c("Estimate", "Est.Error")])
+# plain numbers (brms' summary columns may be pillar vectors, which write.csv cannot convert)
+utils::write.csv(data.frame(lapply(est, as.numeric), row.names = rownames(est)),
                  file.path(fixtures, "brms_sleepstudy_summary.csv"))
 saveRDS(brms::loo(bf), file.path(fixtures, "brms_sleepstudy_loo.rds"))
