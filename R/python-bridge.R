@@ -67,13 +67,22 @@ missing_python_message <- function(problem) {
 # carrying the original message.
 py_call <- function(name, ...) {
   bridge <- python_bridge()
+  args <- lapply(list(...), one_row_columns)
   result <- tryCatch(
-    bridge[[name]](...),
+    do.call(bridge[[name]], args),
     error = function(e) stop(python_error_message(e), call. = FALSE)
   )
   parts <- reticulate::py_to_r(result)
   for (w in as_r(parts[[2]])) warning(w, call. = FALSE)
   as_r(parts[[1]])
+}
+
+# A one-row data frame as a list of one-element columns: reticulate 1.28 turns its columns into
+# scalars, and pandas refuses a frame of scalars ("If using all scalar values, pass an index");
+# the bridge builds the frame from the columns (rbridge._frame). Factors go as their labels.
+one_row_columns <- function(x) {
+  if (!is.data.frame(x) || nrow(x) != 1) return(x)
+  lapply(x, function(column) list(if (is.factor(column)) as.character(column) else column))
 }
 
 python_error_message <- function(e) {

@@ -64,6 +64,10 @@ test_that("predictions have brms' shapes and pp_check draws a plot", {
   expect_equal(ep[, 1], draws$b_Intercept + draws[["r_Subject[309,Intercept]"]] +
                  3 * (draws$b_Days + draws[["r_Subject[309,Days]"]]), tolerance = 1e-5)
   expect_error(posterior_epred(fit, newdata = new, allow_new_levels = FALSE), "999")
+  # one row (reticulate 1.28 hands pandas scalars for it), with a factor column
+  one <- posterior_epred(fit, newdata = data.frame(Subject = factor("309"), Days = 3))
+  expect_equal(dim(one), c(200L, 1L))
+  expect_equal(one[, 1], ep[, 1], tolerance = 1e-5)
   p <- predict(fit)
   expect_equal(colnames(p), c("Estimate", "Est.Error", "Q2.5", "Q97.5"))
   expect_equal(nrow(p), 180L)

@@ -92,7 +92,7 @@ def posterior_predict(fit: Any, newdata: pd.DataFrame | None = None, *, seed: in
     fam = fit.model.family
     gen = torch.Generator().manual_seed(seed + 1)
     eta_t = torch.as_tensor(eta)
-    trials = None if new.trials is None else torch.as_tensor(new.trials, dtype=torch.float64)
+    trials = None if new.trials is None else torch.tensor(np.asarray(new.trials, dtype=np.float64))  # a copy: pandas may hand a read-only array
     d = {k: torch.as_tensor(v)[:, None] for k, v in dpars.items()}
     return fam.simulate(eta_t, d, gen, trials).numpy()
 

@@ -88,8 +88,13 @@ def priors(records: Any) -> list[Prior] | None:
     return out or None
 
 
-def _frame(data: pd.DataFrame) -> pd.DataFrame:
-    """R's data frame as pandas gives it, with R's factor codes and row names left behind."""
+def _frame(data: pd.DataFrame | dict) -> pd.DataFrame:
+    """R's data frame as pandas gives it, with R's factor codes and row names left behind.
+
+    A one-row data frame arrives as a dict of one-element columns (R's ``one_row_columns``).
+    """
+    if isinstance(data, dict):
+        return pd.DataFrame(data)
     return data.reset_index(drop=True)
 
 
