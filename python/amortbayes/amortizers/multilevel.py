@@ -17,11 +17,10 @@ and draws follow ancestral sampling (eq. 18): ``(tau, sigma)^(s) ~ q_1``, then e
 The number of groups ``J`` and of observations ``N_j`` vary freely (padding + masks), and
 the network size does not depend on ``J``.
 
-Leave-one-group-out (LOGO) posteriors need no refit: masking group ``k`` out of the data
-set gives ``p(tau, sigma | x_{-k})`` from the same global network.  The ELPD of the left-out
-group, ``log p(x_k | x_{-k}) = log E_{tau, sigma | x_{-k}} p(x_k | tau, sigma)``, uses the
-local flow as an importance proposal for ``theta_k``:
-``p(x_k | tau, sigma) ~= mean_m p(x_k | theta_m, sigma) p(theta_m | tau) / q_2(theta_m | x_k, tau, sigma)``.
+Leave-one-group-out posteriors need no refit (group ``k`` masked out of the same global
+network), and the amortized posterior is a proposal for the exact one: both live in
+:mod:`amortbayes.inference` (``logo``, ``group_log_evidence``, ``importance_draws``), which
+this class's methods of those names are.
 
 References:
     Habermann, Schmitt, Kühmichel, Bulling, Radev & Bürkner (2024). Amortized Bayesian
