@@ -206,11 +206,9 @@ class MultilevelAmortizer(nn.Module):
             # posterior SD against 0.3).
             stats = n_statistics(self.group_summary)
             group_dim = s.group_summary_dim + stats
-            self.global_summary = DeepSet(
-                group_dim, s.global_summary_dim, s.hidden, interactions=False,
-                **({"second_moments_of_last": stats} if s.pooled_moments is None else
-                   {"second_moments_of": tuple(s.group_summary_dim + i for i in s.pooled_moments)})
-            )
+            pooled = range(stats) if s.pooled_moments is None else s.pooled_moments  # of the statistics
+            self.global_summary = DeepSet(group_dim, s.global_summary_dim, s.hidden, interactions=False,
+                                          second_moments_of=tuple(s.group_summary_dim + i for i in pooled))
             # the global flow also sees the groups' pooled within-group (residual) SDs: sums of
             # squares over degrees of freedom, the estimate of sigma that the likelihood pools
             self.n_pooled = self.group_summary.n_pooled_statistics if stats else 0

@@ -194,7 +194,6 @@ class DeepSet(nn.Module):
             n_mom += n_in * (n_in + 1) // 2
         if not 0 <= second_moments_of_last <= (0 if interactions else in_features):
             raise ValueError("second_moments_of_last needs interactions=False and at most in_features")
-        self.second_moments_of_last = second_moments_of_last
         # second_moments_of: the inputs (indices) whose exact second moments rho sees, in place of the last k
         if second_moments_of is not None and (interactions or second_moments_of_last
                                               or not set(second_moments_of) <= set(range(in_features))):
