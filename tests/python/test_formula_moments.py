@@ -63,6 +63,43 @@ def test_the_moments_likelihood_and_group_marginals_equal_the_rows_ones(family):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
 
 
+def test_all_groups_exact_draws_of_many_global_draws_are_each_groups_conjugate_posterior():
+    # the batched path (one (S, 1, G) block of global draws against every group: batched products)
+    # against the conjugate posterior of r_j given the globals, group by group
+    mm, mr = _pair("Reaction ~ Days + (Days | Subject)", load_sleepstudy())
+    theta = mm.sample_global(1, torch.Generator().manual_seed(5))
+    S = 20_000
+    xm = torch.as_tensor(np.stack(mm.observed()), dtype=F64)
+    r = mm.sample_local_posteriors(theta.expand(S, -1)[:, None], xm, torch.ones(18, 1, dtype=F64),
+                                   torch.Generator().manual_seed(6)).numpy()  # (S, 18, 2)
+    assert r.shape == (S, 18, 2)
+    sd, cor, sigma = theta[0, 2:4].numpy(), theta[0, 4].item(), theta[0, 5].item()
+    prior_cov = np.diag(sd) @ np.array([[1, cor], [cor, 1]]) @ np.diag(sd)
+    for j in (0, 9, 17):
+        rows = np.asarray(mr.observed()[j], dtype=np.float64)
+        Z, X, y = rows[:, 2:4], rows[:, :2], rows[:, 4]
+        V = np.linalg.inv(np.linalg.inv(prior_cov) + Z.T @ Z / sigma**2)
+        m = V @ Z.T @ (y - X @ theta[0, :2].numpy()) / sigma**2
+        np.testing.assert_allclose(r[:, j].mean(0), m, atol=4 * np.sqrt(np.diag(V) / S).max())
+        np.testing.assert_allclose(np.cov(r[:, j].T), V, rtol=0.05, atol=0.03 * np.sqrt(V[0, 0] * V[1, 1]))
+
+
+def test_amortized_draws_with_exact_group_effects_keep_the_networks_global_draws():
+    mm, _ = _pair("Reaction ~ Days + (Days | Subject)", load_sleepstudy())
+    amortizer = MultilevelAmortizer(mm, network_settings(mm))
+    amortizer.adapt(mm.simulate(64, torch.Generator().manual_seed(0)))
+    data = mm.simulate(2, torch.Generator().manual_seed(1))
+    data["group_mask"][1, 5:] = 0  # a data set of fewer groups: its padded groups stay NaN
+    data["mask"][1, 5:] = 0
+    flow = amortizer.sample_draws(data, 50, seed=3)
+    exact = amortizer.sample_draws(data, 50, seed=3, exact_local=mm.sample_local_posteriors)
+    np.testing.assert_array_equal(flow.global_draws, exact.global_draws)
+    for k in range(2):
+        valid = data["group_mask"][k].numpy() > 0
+        assert np.isfinite(exact.local_draws[k][:, valid]).all() and np.isnan(exact.local_draws[k][:, ~valid]).all()
+    assert not np.allclose(flow.local_draws[0], exact.local_draws[0])
+
+
 def test_a_padded_group_adds_nothing_to_the_moments_likelihood():
     mm, _ = _pair("Reaction ~ Days + (1 | Subject)", load_sleepstudy())
     theta = mm.sample_global(2, torch.Generator().manual_seed(1))

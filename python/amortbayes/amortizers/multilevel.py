@@ -312,8 +312,17 @@ class MultilevelAmortizer(nn.Module):
         """Validate and pad user data (see :func:`prepare_multilevel`)."""
         return prepare_multilevel(data, self.info, **kwargs)
 
-    def sample_draws(self, data: Any, n: int = 1000, *, seed: int | None = None, **kwargs: Any) -> MultilevelDraws:
-        """Joint posterior draws (ancestral sampling, eq. 18) for one or many data sets."""
+    def sample_draws(self, data: Any, n: int = 1000, *, seed: int | None = None, exact_local: Any = None,
+                     **kwargs: Any) -> MultilevelDraws:
+        """Joint posterior draws (ancestral sampling, eq. 18) for one or many data sets.
+
+        ``exact_local``: a model's exact conditional of all groups' parameters,
+        ``(theta_global (n, 1, G), x (J, N, F), mask (J, N), generator) -> (n, J, L)`` (a
+        gaussian formula model's ``sample_local_posteriors``), drawn given each global draw
+        in place of the local flow; None (default) for the local flow.  For many groups it is
+        the cheaper of the two (4,000 draws of 500 groups: 0.4 s against 1.2 s) and it is
+        exact, so only the global draws are the network's.
+        """
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"number of draws must be a positive integer, got {n!r}")
         d = data if isinstance(data, MultilevelData) else self.prepare(data, **kwargs)
@@ -325,7 +334,10 @@ class MultilevelAmortizer(nn.Module):
             groups, summary = self.embed(x, mask, gmask)
             zg = sample_flow(self.global_flow, int(n), summary, gen)  # (B, n, G)
             theta_g = self.global_map.inverse(zg)
-            theta_l = self._sample_local(groups, zg, gmask, gen, self.local_map.upper(x, mask))
+            if exact_local is None:
+                theta_l = self._sample_local(groups, zg, gmask, gen, self.local_map.upper(x, mask))
+            else:
+                theta_l = self._exact_local(exact_local, theta_g, x, mask, gmask, gen)
         return MultilevelDraws(
             theta_g.cpu().numpy(), theta_l.cpu().numpy(), self.info.parameter_names,
             self.info.local_parameter_names, d.group_labels,
@@ -347,6 +359,19 @@ class MultilevelAmortizer(nn.Module):
         if bool((gmask > 0).all()):
             return out
         return out.masked_fill((gmask <= 0)[:, None, :, None], float("nan"))
+
+    def _exact_local(self, exact_local, theta_g, x, mask, gmask, gen) -> torch.Tensor:
+        """``(B, n, J, L)`` draws of each data set's groups from ``exact_local`` (see :meth:`sample_draws`); NaN padded."""
+        from amortbayes.inference.evidence import in_draw_chunks
+
+        b, n, _ = theta_g.shape
+        out = torch.full((b, n, x.shape[1], len(self.info.local_parameter_names)), float("nan"), dtype=theta_g.dtype,
+                         device=theta_g.device)
+        for k in range(b):
+            j = int((gmask[k] > 0).sum())
+            draw = lambda t: exact_local(t[:, None].double(), x[k, :j], mask[k, :j], gen)  # noqa: E731
+            out[k, :, :j] = in_draw_chunks(draw, theta_g[k], j).to(out.dtype)
+        return out
 
     def sample(self, data: Any, n: int = 1000, *, seed: int | None = None, **kwargs: Any) -> pd.DataFrame:
         """Wide DataFrame of draws for one data set: ``mu_alpha, ..., alpha[group], ...``."""

@@ -353,7 +353,9 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
         budget: online training steps (default :data:`DEFAULT_STEPS`) of :func:`batch_size` data
             sets (32, fewer for designs of many groups or rows).
         method: ``"importance"`` (draws corrected to the exact posterior, Pareto k reported)
-            or ``"amortized"`` (the network's draws).
+            or ``"amortized"`` (the network's draws; for gaussian and lognormal models the
+            group effects are drawn from their exact conditional given each global draw, which
+            costs less than the local flow for many groups).
         draws: number of posterior draws.
         file: a folder for the trained fit (like ``brm(file=)``): a later call with the same
             formula, family, priors, data, budget and seed loads it instead of training; a
@@ -502,5 +504,7 @@ def _draw(model, amortizer, data, method, draws, seed, history, terms=None, prog
         posterior = amortizer.importance_draws(observed, model, n=draws, seed=seed, group=group, progress=progress,
                                                importance=local, rounds=IMPORTANCE_ROUNDS)
     else:
-        posterior = amortizer.sample_draws(observed, n=draws, seed=seed, group=group)
+        # every group's exact conditional at once (gaussian, lognormal) draws the group effects
+        exact = getattr(model, "sample_local_posteriors", None)
+        posterior = amortizer.sample_draws(observed, n=draws, seed=seed, group=group, exact_local=exact)
     return AmortizedFit(model, amortizer, data, method, posterior, history, terms)

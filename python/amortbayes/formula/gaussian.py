@@ -199,7 +199,7 @@ def gaussian_group(model: Any, theta_global: torch.Tensor, x: torch.Tensor, mask
     s2 = sigma[..., None, None] ** 2
     # millions of 1 x 1 or 2 x 2 matrices: factored entry by entry (smallmatrix)
     chol, failed = small.cholesky(torch.eye(K, dtype=dt) + LtZZL / s2)
-    Ar = (L * Zr[..., :, None]).sum(-2)[..., None]  # L' Z'(y - X b), (..., K, 1)
+    Ar = small.tril_t_times(L, Zr)[..., None]  # L' Z'(y - X b), (..., K, 1)
     return n, L, bad | failed, sigma, rr, chol, Ar
 
 
@@ -223,8 +223,8 @@ def sample_local_posterior(model: Any, theta_global: torch.Tensor, x: torch.Tens
     ``r_j | y_j ~ N(L M^-1 A'r / sigma^2, L M^-1 L')`` in the terms of :func:`gaussian_group`.
     """
     _, L, bad, sigma, _, chol, Ar = gaussian_group(model, theta_global, x, mask)
-    mean = small.cholesky_solve(Ar, chol) / (sigma**2)[..., None, None]  # (..., K, 1)
-    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-    u = mean + small.solve_upper_t(chol, eps)
-    r = (L * u[..., None, :, 0]).sum(-1)  # L u
+    # u = M^-1 A'r / sigma^2 + C'^-1 eps = C'^-1 (C^-1 A'r / sigma^2 + eps) for M = C C': one back substitution
+    eps = torch.randn(Ar.shape, generator=generator, dtype=torch.float32).to(Ar.dtype)  # float32 draws: half the time
+    u = small.solve_upper_t(chol, small.solve_lower(chol, Ar) / (sigma**2)[..., None, None] + eps)
+    r = small.tril_times(L, u[..., 0])  # L u
     return torch.where(bad[..., None], torch.full_like(r, math.nan), r)
