@@ -18,7 +18,8 @@
 #' @param file A folder for the trained fit (see above), or `NULL`.
 #' @param budget Training steps (`NULL`: the package default of 10,000).
 #' @param method `"importance"` (draws corrected to the exact posterior, with Pareto k) or
-#'   `"amortized"` (the network's draws).
+#'   `"amortized"` (the network's draws; gaussian and lognormal group effects from
+#'   their exact conditional given each global draw).
 #' @param draws Number of posterior draws.
 #' @param seed Seed of training and draws.
 #' @param progress Show training progress.

@@ -2,6 +2,8 @@
 
 from amortbayes._version import __version__
 from amortbayes.amortizers import (
+    JointAmortizer,
+    JointSettings,
     MultilevelAmortizer,
     MultilevelSettings,
     PosteriorAmortizer,
@@ -9,6 +11,7 @@ from amortbayes.amortizers import (
     summarize_draws,
 )
 from amortbayes.formula import AmortizedFit, amortize, default_prior, prior
+from amortbayes.inference.compare import compare_models
 from amortbayes.io import load, save
 from amortbayes.networks import FlowSettings
 from amortbayes.simulation import Batch, FlatModel, ModelInfo, MultilevelModel, Simulator
@@ -19,6 +22,8 @@ __all__ = [
     "Batch",
     "FlatModel",
     "FlowSettings",
+    "JointAmortizer",
+    "JointSettings",
     "ModelInfo",
     "MultilevelAmortizer",
     "MultilevelModel",
@@ -31,6 +36,7 @@ __all__ = [
     "TrainingDiverged",
     "__version__",
     "amortize",
+    "compare_models",
     "default_prior",
     "fit",
     "load",

@@ -155,7 +155,9 @@ def fit(
     """Train ``amortizer`` online on ``simulator`` or offline on a fixed simulated ``data`` batch.
 
     Args:
-        amortizer: any amortizer (``loss(batch)``, ``adapt(batch)``, ``config()``).
+        amortizer: any amortizer (``loss(batch)``, ``adapt(batch)``, ``config()``); one with
+            ``calibrate(batch)`` gets the validation set after training (a joint amortizer keeps
+            its simulations' summaries as the reference of its simulation-gap check).
         simulator: a model with ``simulate(batch_size, generator)`` (online training, and the
             source of the validation set).
         data: a fixed batch of simulations (offline training); overrides online simulation.
@@ -317,6 +319,9 @@ def fit(
     else:
         _swap(ema, params)  # the amortizer ends with the averaged weights
     amortizer.eval()
+    calibrate = getattr(amortizer, "calibrate", None)
+    if calibrate is not None and val is not None:  # statistics of the final networks on held-out simulations
+        calibrate({k: v.to(dev) for k, v in val.items()})
     kept = best.epoch if keep_best and best.epoch > 0 else (history[-1]["epoch"] if history else 0)
     frame = pd.DataFrame([{**h, "best": h["epoch"] == best.epoch, "kept": h["epoch"] == kept} for h in history],
                          columns=HISTORY_COLUMNS)

@@ -1,19 +1,24 @@
-"""Amortizers: posterior (NPE) now; multilevel, joint and ensemble ones share the same contract."""
+"""Amortizers: posterior (NPE), multilevel (two-level) and joint (posterior + likelihood), one contract."""
 
 from amortbayes.amortizers.base import Amortizer, summarize_draws
+from amortbayes.amortizers.joint import JointAmortizer, JointSettings, SimulationGapWarning, joint_sbc
 from amortbayes.amortizers.multilevel import MultilevelAmortizer, MultilevelDraws, MultilevelSettings
 from amortbayes.amortizers.posterior import PosteriorAmortizer, PosteriorSettings
 
 # classes that amortbayes.io can save and rebuild from JSON
-AMORTIZER_CLASSES = ("PosteriorAmortizer", "MultilevelAmortizer")
+AMORTIZER_CLASSES = ("PosteriorAmortizer", "MultilevelAmortizer", "JointAmortizer")
 
 __all__ = [
     "AMORTIZER_CLASSES",
     "Amortizer",
+    "JointAmortizer",
+    "JointSettings",
     "MultilevelAmortizer",
     "MultilevelDraws",
     "MultilevelSettings",
     "PosteriorAmortizer",
     "PosteriorSettings",
+    "SimulationGapWarning",
+    "joint_sbc",
     "summarize_draws",
 ]

@@ -228,6 +228,15 @@ class PosteriorAmortizer(nn.Module):
             theta = self.theta_map.inverse(z)
         return theta.cpu().numpy(), single
 
+    def log_marginal_likelihood(self, data: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """Not available: the marginal likelihood needs a likelihood, which a posterior network alone does not have.
+
+        Raises:
+            TypeError: always; a :class:`~amortbayes.amortizers.JointAmortizer` has it.
+        """
+        raise TypeError("a PosteriorAmortizer has no likelihood network, so it cannot estimate the marginal "
+                        "likelihood; train a JointAmortizer (posterior + likelihood networks) of the same model")
+
     # -- persistence ----------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {"model": self.info.to_dict(), "settings": self.settings.to_dict()}

@@ -146,13 +146,16 @@ def psis_logo(log_px: np.ndarray, groups: Any = None) -> pd.DataFrame:
     return pd.DataFrame({"group": labels, "elpd": elpd, "khat": khat})
 
 
-def psis_loo(log_lik: np.ndarray, observations: Any = None) -> pd.DataFrame:
+def psis_loo(log_lik: np.ndarray, observations: Any = None, log_weights: np.ndarray | None = None) -> pd.DataFrame:
     """PSIS-LOO (Vehtari, Gelman & Gabry 2017) per observation from posterior draws.
 
     ``log_lik (S, N)`` holds ``log p(y_i | theta_s)`` at ``S`` equally weighted posterior
     draws; each observation's leave-one-out posterior is the full one reweighted by
     ``1 / p(y_i | theta_s)`` (the same estimator as :func:`psis_logo`, one row in place of
-    one group).  Returns ``observation``, ``elpd``, ``khat``; ``elpd_summary`` totals it.
+    one group).  Draws of a proposal ``q`` instead of the posterior carry their full-data log
+    importance weights ``log_weights (S,)`` (``log p(theta_s, y) - log q(theta_s)`` up to a
+    constant): the leave-one-out weights are then ``w_s / p(y_i | theta_s)``, Pareto-smoothed
+    the same way.  Returns ``observation``, ``elpd``, ``khat``; ``elpd_summary`` totals it.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -160,7 +163,7 @@ def psis_loo(log_lik: np.ndarray, observations: Any = None) -> pd.DataFrame:
         >>> len(out), bool((out["khat"] < 0.7).all())
         (3, True)
     """
-    elpd, khat, labels = _psis_elpd(log_lik, observations, "observation")
+    elpd, khat, labels = _psis_elpd(log_lik, observations, "observation", log_weights)
     return pd.DataFrame({"observation": labels, "elpd": elpd, "khat": khat})
 
 
@@ -176,8 +179,12 @@ def elpd_summary(pointwise: pd.DataFrame, log_lik: np.ndarray | None = None) -> 
     return out
 
 
-def _psis_elpd(log_p: np.ndarray, labels: Any, what: str) -> tuple[np.ndarray, np.ndarray, list]:
+def _psis_elpd(log_p: np.ndarray, labels: Any, what: str,
+               log_weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list]:
     lp = np.asarray(log_p, dtype=float)
+    base = np.zeros(lp.shape[0]) if log_weights is None else np.asarray(log_weights, dtype=float).reshape(-1)
+    if base.shape != (lp.shape[0],) or not np.all(np.isfinite(base) | np.isneginf(base)):
+        raise ValueError(f"log_weights must be {lp.shape[0]} finite values (or -inf), one per draw")
     if lp.ndim != 2 or lp.shape[0] < 10:
         raise ValueError(f"log likelihoods must be (draws, {what}s) with at least 10 draws, got shape {lp.shape}")
     if np.isnan(lp).any() or np.isposinf(lp).any():
@@ -190,7 +197,7 @@ def _psis_elpd(log_p: np.ndarray, labels: Any, what: str) -> tuple[np.ndarray, n
         if np.isneginf(lp[:, k]).any():
             raise ValueError(f"{what} {labels[k]!r} has zero likelihood under some draws; its leave-out weight "
                              "is infinite")
-        log_w, khat[k] = pareto_smooth(-lp[:, k])
+        log_w, khat[k] = pareto_smooth(base - lp[:, k])
         log_w = log_w - np.logaddexp.reduce(log_w)
         elpd[k] = np.logaddexp.reduce(log_w + lp[:, k])
     return elpd, khat, labels

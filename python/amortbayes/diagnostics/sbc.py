@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,7 +64,7 @@ from amortbayes.diagnostics._validation import (
     positive_int,
 )
 
-__all__ = ["SBCBands", "sbc_ranks", "sbc_ecdf_bands", "sbc_ecdf_diff", "sbc_check_ranks", "sbc_check"]
+__all__ = ["SBCBands", "SBCResult", "sbc_ranks", "sbc_ecdf_bands", "sbc_ecdf_diff", "sbc_check_ranks", "sbc_check"]
 
 
 @dataclass(frozen=True)
@@ -316,3 +317,38 @@ def sbc_check(
     """
     ranks = sbc_ranks(draws, truth)
     return sbc_check_ranks(ranks, np.shape(draws)[1], parameter_names, alpha, n_points=n_points)
+
+
+@dataclass
+class SBCResult:
+    """The result of an SBC run: the :func:`sbc_check` table with the draws and truths behind it.
+
+    Made by a formula fit's ``sbc()`` (global parameters and one group's effects per data
+    set) and by :func:`amortbayes.amortizers.joint.joint_sbc`.
+
+    Attributes:
+        table: one row per parameter: ``parameter``, ``max_abs_ecdf_diff``, ``passed`` (inside
+            the simultaneous band), ``n_sims``, ``n_draws`` (a formula fit's adds ``level``).
+        draws: ``(sims, draws, D)`` posterior draws of the D checked parameters.
+        truth: ``(sims, D)`` the values the data sets were simulated from.
+        alpha: level of each simultaneous band.
+        dropped: simulated data sets left out because the network gave non-finite draws for
+            them (data far in the prior's tails, beyond every training simulation).
+    """
+
+    table: pd.DataFrame
+    draws: np.ndarray
+    truth: np.ndarray
+    alpha: float
+    dropped: int = 0
+
+    @property
+    def passed(self) -> bool:
+        """Every parameter inside its band, and at most 2 % of the data sets dropped."""
+        return bool(self.table["passed"].all()) and self.dropped <= 0.02 * (len(self.truth) + self.dropped)
+
+    def plot(self, path: Any = None):
+        """ECDF differences inside their simultaneous bands, one panel per parameter (``plot_sbc_ecdf``)."""
+        from amortbayes.plots import plot_sbc_ecdf
+
+        return plot_sbc_ecdf(self.draws, self.truth, list(self.table["parameter"]), self.alpha, path)

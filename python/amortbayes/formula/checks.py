@@ -6,7 +6,6 @@ Each calls the core (``diagnostics.sbc_check``, ``reference.fit_stan`` and ``com
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -14,38 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-
-@dataclasses.dataclass
-class SBCResult:
-    """Simulation-based calibration of a formula amortizer (global parameters and one group's effects per data set).
-
-    Attributes:
-        table: one row per parameter: ``level`` (global / local), ``parameter``,
-            ``max_abs_ecdf_diff``, ``passed`` (inside the simultaneous band), ``n_sims``, ``n_draws``.
-        draws: ``(sims, draws, D)`` posterior draws of the D checked parameters (globals, then
-            the locals of one random group per data set).
-        truth: ``(sims, D)`` the values the data sets were simulated from.
-        alpha: level of each simultaneous band.
-        dropped: simulated data sets left out because the network gave non-finite draws for
-            them (data far in the prior's tails, beyond every training simulation).
-    """
-
-    table: pd.DataFrame
-    draws: np.ndarray
-    truth: np.ndarray
-    alpha: float
-    dropped: int = 0
-
-    @property
-    def passed(self) -> bool:
-        """Every parameter inside its band, and at most 2 % of the data sets dropped."""
-        return bool(self.table["passed"].all()) and self.dropped <= 0.02 * (len(self.truth) + self.dropped)
-
-    def plot(self, path: str | Path | None = None):
-        """ECDF differences inside their simultaneous bands, one panel per parameter (``plot_sbc_ecdf``)."""
-        from amortbayes.plots import plot_sbc_ecdf
-
-        return plot_sbc_ecdf(self.draws, self.truth, list(self.table["parameter"]), self.alpha, path)
+from amortbayes.diagnostics.sbc import SBCResult
 
 
 def sbc(fit: Any, n_sims: int = 200, n_draws: int = 200, *, alpha: float = 0.01, seed: int = 2024) -> SBCResult:

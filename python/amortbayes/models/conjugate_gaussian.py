@@ -9,6 +9,7 @@ The posterior is ``N(m_N, s_N^2 I)`` with ``1/s_N^2 = 1/s0^2 + N/sigma^2`` and
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -76,3 +77,25 @@ class ConjugateGaussian(FlatModel):
             _, logdet = np.linalg.slogdet(cov)
             total += -0.5 * (n * np.log(2 * np.pi) + logdet + r @ np.linalg.solve(cov, r))
         return float(total)
+
+    def log_prior(self, theta) -> torch.Tensor:
+        """``log p(mu)`` of parameter values ``(M, D)``, ``(M,)``."""
+        t = torch.as_tensor(theta, dtype=torch.float64)
+        z = (t - self.prior_mean) / self.prior_sd
+        return (-0.5 * z * z - math.log(self.prior_sd) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def log_likelihood_rows(self, x: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """Exact ``log p(x_i | mu)`` of each row of one data set ``x (N, D)`` at each ``theta (M, D)``: ``(M, N)``."""
+        x, t = np.asarray(x, dtype=float), np.asarray(theta, dtype=float)
+        z = (x[None] - t[:, None]) / self.noise_sd
+        return (-0.5 * z * z - math.log(self.noise_sd) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def loo_log_predictive(self, x: np.ndarray) -> np.ndarray:
+        """Exact leave-one-out ``log p(x_i | x_-i)`` of each row of one data set ``x (N, D)``, ``(N,)``."""
+        x = np.asarray(x, dtype=float)
+        n = x.shape[0]
+        rest = (x.sum(0)[None] - x)  # (N, D): sums of the other rows
+        prec = 1.0 / self.prior_sd**2 + (n - 1) / self.noise_sd**2
+        mean = (self.prior_mean / self.prior_sd**2 + rest / self.noise_sd**2) / prec
+        var = 1.0 / prec + self.noise_sd**2
+        return (-0.5 * (x - mean) ** 2 / var - 0.5 * np.log(2 * np.pi * var)).sum(-1)
