@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # R for the R package (R/, tests/testthat, vignettes) and the formula layer's cross-checks
 # (tests/python/test_formula_r.py): R 4.2, lme4, brms, rstan, reticulate, testthat, posterior, loo,
-# bayesplot, knitr, rmarkdown and pandoc from Debian's packages, the Boost headers where rstan
+# bayesplot, knitr, rmarkdown, rtdists (the full diffusion model's reference density,
+# amortbayes.reference.rtdists) and pandoc from Debian's packages, the Boost headers where rstan
 # looks for them, and rpy2 in the venv.
 #
 #   scripts/setup-r.sh [VENV]      (VENV defaults to .venv; run from the repository root)
@@ -14,11 +15,11 @@ VENV="${1:-.venv}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PACKAGES=(r-base-core r-base-dev r-cran-lme4 r-cran-brms r-cran-rstan r-cran-bh libboost-dev
           r-cran-reticulate r-cran-rstantools r-cran-testthat r-cran-posterior r-cran-loo r-cran-bayesplot
-          r-cran-knitr r-cran-rmarkdown pandoc)
+          r-cran-knitr r-cran-rmarkdown r-cran-rtdists pandoc)
 
 note() { echo "setup-r: $*; the R cross-checks (tests/python/test_formula_r.py) will skip"; }
 
-r_ready() { command -v Rscript >/dev/null 2>&1 && command -v pandoc >/dev/null 2>&1 && Rscript -e 'suppressMessages({for (p in c("lme4", "brms", "reticulate", "rstantools", "testthat", "posterior", "loo", "bayesplot", "knitr", "rmarkdown")) library(p, character.only = TRUE)})' >/dev/null 2>&1; }
+r_ready() { command -v Rscript >/dev/null 2>&1 && command -v pandoc >/dev/null 2>&1 && Rscript -e 'suppressMessages({for (p in c("lme4", "brms", "reticulate", "rstantools", "testthat", "posterior", "loo", "bayesplot", "knitr", "rmarkdown", "rtdists")) library(p, character.only = TRUE)})' >/dev/null 2>&1; }
 
 # 1. R and its packages from Debian (CRAN is not reachable; Debian's r-cran-* packages are)
 if ! r_ready; then

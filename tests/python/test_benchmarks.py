@@ -82,3 +82,12 @@ def test_sbi_tasks_benchmark_trains_evaluates_and_reuses(tmp_path):
     assert json.loads(out_file.read_text())["tasks"] == first["tasks"]
     again = run_benchmark("sbi_tasks.py", *args, "--reuse", tmp_path=tmp_path)  # nothing left to train
     assert again["tasks"] == first["tasks"]
+
+
+def test_joint_benchmark_runs(tmp_path):
+    out = run_benchmark("joint.py", "--epochs", "1", "--iterations", "3", "--data-sets", "2", "--loo-data-sets", "1",
+                        "--draws", "200", "--out", str(tmp_path / "out"), tmp_path=tmp_path)
+    assert out["train_steps"] == 3 and out["bayes_factor"]["data_sets"] == 2
+    for name in ("unit", "wide"):
+        assert {"log_ml_median_abs_error", "surrogate_log_density_mae_per_observation", "joint_sbc_passed",
+                "seconds_per_data_set_evidence"} <= set(out[name])

@@ -2,11 +2,12 @@
 
 from amortbayes.amortizers.base import Amortizer, summarize_draws
 from amortbayes.amortizers.joint import JointAmortizer, JointSettings, SimulationGapWarning, joint_sbc
+from amortbayes.amortizers.joint_multilevel import MultilevelJointAmortizer, MultilevelJointSettings
 from amortbayes.amortizers.multilevel import MultilevelAmortizer, MultilevelDraws, MultilevelSettings
 from amortbayes.amortizers.posterior import PosteriorAmortizer, PosteriorSettings
 
 # classes that amortbayes.io can save and rebuild from JSON
-AMORTIZER_CLASSES = ("PosteriorAmortizer", "MultilevelAmortizer", "JointAmortizer")
+AMORTIZER_CLASSES = ("PosteriorAmortizer", "MultilevelAmortizer", "JointAmortizer", "MultilevelJointAmortizer")
 
 __all__ = [
     "AMORTIZER_CLASSES",
@@ -15,6 +16,8 @@ __all__ = [
     "JointSettings",
     "MultilevelAmortizer",
     "MultilevelDraws",
+    "MultilevelJointAmortizer",
+    "MultilevelJointSettings",
     "MultilevelSettings",
     "PosteriorAmortizer",
     "PosteriorSettings",

@@ -10,6 +10,7 @@ import torch
 from amortbayes.models.ar1 import AR1Multilevel
 from amortbayes.models.conjugate_gaussian import ConjugateGaussian
 from amortbayes.models.ddm import HierarchicalDDM
+from amortbayes.models.full_ddm import FullDDM
 from amortbayes.models.hierarchical_gaussian import HierarchicalGaussian
 from amortbayes.models.hierarchical_linear import HierarchicalLinear
 from amortbayes.models.linear_regression import GaussianLinearRegression
@@ -20,6 +21,7 @@ MODELS: dict[str, type] = {
     "conjugate_gaussian": ConjugateGaussian,
     "gaussian_linear": GaussianLinearRegression,
     "ddm": HierarchicalDDM,
+    "full_ddm": FullDDM,
     "hierarchical_gaussian": HierarchicalGaussian,
     "hierarchical_linear": HierarchicalLinear,
     "two_moons": TwoMoons,
@@ -48,4 +50,4 @@ def example_data(model: Any, seed: int = 2024) -> tuple[np.ndarray, np.ndarray]:
     return theta[0].numpy(), x[0].numpy()
 
 
-__all__ = ["AR1Multilevel", "ConjugateGaussian", "HierarchicalDDM", "GaussianLinearRegression", "HierarchicalGaussian", "HierarchicalLinear", "MODELS", "TwoMoons", "example_data", "get_model"]
+__all__ = ["AR1Multilevel", "ConjugateGaussian", "FullDDM", "HierarchicalDDM", "GaussianLinearRegression", "HierarchicalGaussian", "HierarchicalLinear", "MODELS", "TwoMoons", "example_data", "get_model"]
