@@ -114,8 +114,9 @@ def test_simulator_matches_rtdists_distribution_function(rtdists, k):
     x = model.simulate_data(torch.tensor([theta]), 20_000, torch.Generator().manual_seed(k))[0, :, 0].double().numpy()
     cdf_gap, p_gap = _max_cdf_gap(rtdists, x, theta)
     assert cdf_gap < 0.02 and p_gap < 0.015, (cdf_gap, p_gap)
-    # the check has power: the same draws without the start-point or non-decision variability fail it
-    for drop in (5, 6):
+    # the check has power: read against a model without a variability that is large in this set
+    # (sv, sz_frac or st0), the same draws fail it
+    for drop in {0: (4, 5, 6), 1: (5, 6), 2: (4, 6)}[k]:
         wrong = list(theta)
         wrong[drop] = 0.0
         assert _max_cdf_gap(rtdists, x, wrong)[0] > 0.02
@@ -229,3 +230,14 @@ def test_registry_config_and_no_closed_form_for_the_full_model():
         FullDDM().log_likelihood_rows  # noqa: B018
     with pytest.raises(ValueError, match="must be finite and > 0"):
         FullDDM(sv_scale=0.0)
+
+
+def test_rtdists_parameter_errors_are_clear_without_loading_r():
+    from amortbayes.reference.rtdists import ddiffusion_log, pdiffusion
+
+    with pytest.raises(ValueError, match=r"missing \['t0'\], unknown \['sz_frac'\]"):
+        ddiffusion_log([0.5], {"v": 1.0, "a": 1.0, "z": 0.5, "sz_frac": 0.2})
+    with pytest.raises(ValueError, match=r"0 <= sz < 2 min\(z, 1 - z\)"):
+        pdiffusion([0.5], 1, {"v": 1.0, "a": 1.0, "z": 0.2, "t0": 0.3, "sz": 0.5})
+    with pytest.raises(ValueError, match="4 or 7 values"):
+        ddiffusion_log([0.5], [1.0, 1.0, 0.5])

@@ -183,3 +183,59 @@ def test_bad_input_gets_clear_errors(unit_noise):
         amortizer.log_marginal_likelihood(x, model=NoPrior())
     with pytest.raises(ValueError, match="takes one data set"):
         amortizer.log_likelihood(np.zeros((2, 10, 1)), np.zeros((1, 1)))
+
+
+
+def _ar1_model():
+    import dataclasses as dc
+
+    from amortbayes.simulation import FlatModel
+
+    @dc.dataclass(frozen=True)
+    class AR1(FlatModel):
+        n_obs: tuple = (20, 40)
+        name = "ar1_test"
+        parameter_names = ("rho", "sigma")
+        data_names = ("y",)
+        parameter_support = ("interval:-1:1", "positive")
+
+        def sample_prior(self, n, generator=None):
+            rho = 1.8 * torch.rand(n, generator=generator) - 0.9
+            return torch.stack([rho, torch.exp(0.3 * torch.randn(n, generator=generator))], -1)
+
+        def simulate_data(self, theta, n_obs, generator=None):
+            rho, sigma = theta[:, 0], theta[:, 1]
+            e = torch.randn(theta.shape[0], n_obs, generator=generator)
+            y = [e[:, 0] * sigma / torch.sqrt(1 - rho**2)]
+            for t in range(1, n_obs):
+                y.append(rho * y[-1] + sigma * e[:, t])
+            return torch.stack(y, 1)[..., None]
+
+    return AR1()
+
+
+def _ar1_log_lik(x, theta):
+    rho, sigma = float(theta[0, 0]), float(theta[0, 1])
+    y = x[:, 0]
+    mean = np.concatenate([[0.0], rho * y[:-1]])
+    sd = np.concatenate([[sigma / np.sqrt(1 - rho**2)], np.full(len(y) - 1, sigma)])
+    return -0.5 * ((y - mean) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
+
+
+def test_a_recurrent_likelihood_network_learns_a_time_series_likelihood():
+    from amortbayes.amortizers import PosteriorSettings
+
+    model = _ar1_model()
+    settings = JointSettings(posterior=PosteriorSettings(summary="conv"), recurrent=16,
+                             likelihood=FlowSettings(kind="affine", layers=2, hidden=32))
+    amortizer = _train(model, settings, TrainSettings(epochs=6, iterations_per_epoch=100, batch_size=32))
+    gen = torch.Generator().manual_seed(9)
+    mae = []
+    for _ in range(10):
+        theta = model.sample_prior(1, gen)
+        x = model.simulate_data(theta, 30, gen)[0].numpy()
+        got = amortizer.log_likelihood(x, theta.numpy(), pointwise=True)[0]
+        mae.append(np.abs(got - _ar1_log_lik(x, theta.numpy())).mean())
+    assert np.mean(mae) < 0.1, mae
+    series = amortizer.simulate(np.array([[0.7, 1.0]]), 400, seed=0)[0, :, 0]
+    assert np.corrcoef(series[:-1], series[1:])[0, 1] == pytest.approx(0.7, abs=0.12)

@@ -73,6 +73,9 @@ class JointSettings:
         likelihood: the likelihood flow over one row.
         covariates: data columns the model does not simulate (a regression's predictors):
             the likelihood network is conditioned on them instead of modelling them.
+        recurrent: 0 for exchangeable rows; for a time series the width of the GRU whose
+            state after the previous rows conditions each row's density (the posterior's
+            summary should then be ``"conv"`` or ``"recurrent"``).
         mmd_weight: weight ``lambda`` of the MMD term pulling learned summaries towards
             ``N(0, I)`` (0: none; the simulation-gap check works either way).
         seed: seed of the likelihood network's weight initialisation.
@@ -81,6 +84,7 @@ class JointSettings:
     posterior: PosteriorSettings = PosteriorSettings()
     likelihood: FlowSettings = FlowSettings(layers=4, hidden=64)
     covariates: tuple[str, ...] = ()
+    recurrent: int = 0
     mmd_weight: float = 1.0
     seed: int = 0
 
@@ -148,7 +152,7 @@ class JointAmortizer(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)
             self.likelihood = LikelihoodNetwork(len(self.modelled_columns), len(info.parameter_names),
-                                                len(self.covariate_columns), s.likelihood)
+                                                len(self.covariate_columns), s.likelihood, s.recurrent)
         summary = self.posterior.summary_net
         self.learned_dim = 0 if self.posterior.settings.summary == "none" else int(summary.out_features)
         # the learned summaries of held-out simulations (fit() calls calibrate() with its validation set)

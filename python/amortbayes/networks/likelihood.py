@@ -13,6 +13,12 @@ data (a surrogate simulator).  Rows are standardized with statistics learned fro
 simulations, and densities are returned on the data's own scale (the log-Jacobian of the
 standardization subtracted).  The modelled columns must be continuous.
 
+For a time series the rows are not exchangeable; the *recurrent* variant factorizes
+``log p(x | theta) = sum_t log p(x_t | x_<t, theta)`` and conditions the flow of row ``t``
+on a GRU's state after rows ``1..t-1`` (and on ``theta``, which the GRU also reads), so it
+is still normalized and is sampled row after row (the recurrent likelihood networks of
+JANA's compartmental-model experiment).  Padded rows come after the observed ones.
+
 References:
     Papamakarios, Sterratt & Murray (2019). Sequential neural likelihood. AISTATS.
     Radev et al. (2023). JANA: Jointly amortized neural approximation of complex Bayesian
@@ -47,14 +53,20 @@ class LikelihoodNetwork(nn.Module):
         torch.Size([4, 5, 2])
     """
 
-    def __init__(self, features: int, parameters: int, covariates: int, settings: FlowSettings):
+    def __init__(self, features: int, parameters: int, covariates: int, settings: FlowSettings,
+                 recurrent: int = 0):
         super().__init__()
         if features < 1:
             raise ValueError("a likelihood network needs at least one modelled column")
+        if recurrent < 0:
+            raise ValueError(f"recurrent must be 0 (exchangeable rows) or a GRU width, got {recurrent}")
         self.features, self.parameters, self.covariates = int(features), int(parameters), int(covariates)
+        self.recurrent = int(recurrent)
         self.x_std = Standardizer(features)
         self.c_std = Standardizer(max(covariates, 1))
-        self.flow = build_flow(features, parameters + covariates, settings)
+        if self.recurrent:  # the state after the previous rows, from the rows, their covariates and theta
+            self.gru = nn.GRU(features + covariates + parameters, self.recurrent, batch_first=True)
+        self.flow = build_flow(features, parameters + covariates + self.recurrent, settings)
 
     @torch.no_grad()
     def adapt(self, x: torch.Tensor, mask: torch.Tensor, covariates: torch.Tensor | None = None) -> None:
@@ -79,8 +91,11 @@ class LikelihoodNetwork(nn.Module):
         ``z_theta (B, D)`` are the standardized parameters of each data set, ``covariates (B, N, C)``.
         """
         b, n, f = x.shape
-        z = self.x_std(x).reshape(b * n, f)
-        lp = self.flow.log_prob(z, context=self._context(z_theta, n, covariates)).reshape(b, n)
+        z = self.x_std(x)
+        context = self._context(z_theta, n, covariates)
+        if self.recurrent:
+            context = torch.cat([context, self._states(z, z_theta, covariates).reshape(b * n, -1)], dim=-1)
+        lp = self.flow.log_prob(z.reshape(b * n, f), context=context).reshape(b, n)
         lp = lp - torch.log(self.x_std.std).sum()
         return torch.where(mask > 0, lp, torch.zeros_like(lp))
 
@@ -88,11 +103,42 @@ class LikelihoodNetwork(nn.Module):
                     generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` rows per data set, ``(B, n, F)`` on the data's scale (``covariates (B, n, C)`` for each row)."""
         b = z_theta.shape[0]
+        if self.recurrent:
+            return self._sample_series(z_theta, int(n), covariates, generator)
         if self.covariates:
             z = sample_flow(self.flow, 1, self._context(z_theta, n, covariates), generator)[:, 0]
         else:
             z = sample_flow(self.flow, int(n), z_theta, generator).reshape(b * n, -1)
         return (z * self.x_std.std + self.x_std.mean).reshape(b, n, self.features)
+
+    def _gru_inputs(self, previous: torch.Tensor, z_theta: torch.Tensor, covariates: torch.Tensor | None) -> torch.Tensor:
+        """GRU inputs ``(B, T, F + C + D)``: each step's previous standardized row, its own covariates and theta."""
+        parts = [previous]
+        if self.covariates:
+            parts.append(self.c_std(covariates))
+        parts.append(z_theta[:, None, :].expand(-1, previous.shape[1], -1))
+        return torch.cat(parts, dim=-1)
+
+    def _states(self, z: torch.Tensor, z_theta: torch.Tensor, covariates: torch.Tensor | None) -> torch.Tensor:
+        """The GRU state before each row, ``(B, N, H)``: after rows ``1..t-1`` (zeros before the first)."""
+        previous = torch.cat([torch.zeros_like(z[:, :1]), z[:, :-1]], dim=1)
+        states, _ = self.gru(self._gru_inputs(previous, z_theta, covariates))
+        return states
+
+    def _sample_series(self, z_theta: torch.Tensor, n: int, covariates: torch.Tensor | None,
+                       generator: torch.Generator | None) -> torch.Tensor:
+        """Rows one after another, each given the GRU state after the ones drawn before it."""
+        b = z_theta.shape[0]
+        previous = torch.zeros(b, 1, self.features, device=z_theta.device, dtype=z_theta.dtype)
+        hidden, rows = None, []
+        for t in range(n):
+            cov = None if covariates is None else covariates[:, t : t + 1]
+            state, hidden = self.gru(self._gru_inputs(previous, z_theta, cov), hidden)
+            context = torch.cat([self._context(z_theta, 1, cov), state[:, 0]], dim=-1)
+            previous = sample_flow(self.flow, 1, context, generator)[:, :, :]  # (B, 1, F)
+            rows.append(previous)
+        z = torch.cat(rows, dim=1)
+        return z * self.x_std.std + self.x_std.mean
 
 
 __all__ = ["LikelihoodNetwork"]

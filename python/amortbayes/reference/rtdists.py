@@ -149,9 +149,10 @@ def ddiffusion_log(x_signed, theta: Mapping[str, float] | Any, model: Any = None
     args = _parameters(theta, model)
     if rt.size == 0:
         return np.zeros(0)
+    r = _rtdists()  # before any rpy2 import: a clear ImportError where R cannot be embedded
     from rpy2.robjects import FloatVector
 
-    density = _rtdists().ddiffusion(FloatVector(rt.tolist()), response=_responses(choice.astype(float)),
+    density = r.ddiffusion(FloatVector(rt.tolist()), response=_responses(choice.astype(float)),
                                     precision=float(precision), **args)
     with np.errstate(divide="ignore"):
         return np.log(np.maximum(np.asarray(density, dtype=float), 0.0))
@@ -169,7 +170,8 @@ def pdiffusion(rt, choice, theta: Mapping[str, float] | Any, model: Any = None, 
     args = _parameters(theta, model)
     if rt.size == 0:
         return np.zeros(0)
+    r = _rtdists()
     from rpy2.robjects import FloatVector
 
-    cdf = _rtdists().pdiffusion(FloatVector(rt.tolist()), response=_responses(choice), precision=float(precision), **args)
+    cdf = r.pdiffusion(FloatVector(rt.tolist()), response=_responses(choice), precision=float(precision), **args)
     return np.asarray(cdf, dtype=float)
