@@ -94,10 +94,12 @@ def test_posterior_predictive_data_sets_are_like_the_observed_one(unit_noise):
     np.testing.assert_allclose(pp.mean(1).std(), np.sqrt(sd[0, 0] ** 2 + 1 / len(x)), rtol=0.15)
 
 
-def test_joint_sbc_passes_trained_and_fails_with_an_untrained_likelihood_network(unit_noise):
+def test_joint_sbc_passes_trained_and_fails_with_an_untrained_likelihood_network(unit_noise, tmp_path):
     model, amortizer = unit_noise
     result = joint_sbc(amortizer, model, n_sims=200, n_draws=100)
     assert result.passed, result.table
+    result.plot(tmp_path / "jsbc.png")
+    assert (tmp_path / "jsbc.png").stat().st_size > 1000
     broken = copy.deepcopy(amortizer)
     fresh = LikelihoodNetwork(1, 1, 0, SMALL.likelihood)
     fresh.x_std.load_state_dict(amortizer.likelihood.x_std.state_dict())
@@ -185,8 +187,8 @@ def test_bad_input_gets_clear_errors(unit_noise):
         amortizer.log_likelihood(np.zeros((2, 10, 1)), np.zeros((1, 1)))
 
 
-
 def _ar1_model():
+    """A stationary AR(1) series: rho ~ U(-0.9, 0.9), sigma ~ LogNormal(0, 0.3), y_1 ~ N(0, sigma^2 / (1 - rho^2))."""
     import dataclasses as dc
 
     from amortbayes.simulation import FlatModel
