@@ -1,4 +1,4 @@
-"""Full (Ratcliff) diffusion decision model with across-trial variability: a flat model whose likelihood has no closed form.
+"""Full (Ratcliff) diffusion decision model with across-trial variability; its likelihood has no closed form.
 
 One data set is ``N`` independent trials of one person in one condition.  Trial ``i`` draws
 its own drift, starting point and non-decision time, then runs the Wiener diffusion of
@@ -159,8 +159,9 @@ class FullDDM(FlatModel):
             if len(value) != 2:
                 raise ValueError(f"{field} must have two entries, got {value!r}")
             object.__setattr__(self, field, value)
-        positive = {"v_prior sd": self.v_prior[1], "a_prior sdlog": self.a_prior[1], "t0_prior sdlog": self.t0_prior[1],
-                    "sv_scale": self.sv_scale, "st0_max": self.st0_max, **{f"z_prior[{i}]": self.z_prior[i] for i in (0, 1)},
+        positive = {"v_prior sd": self.v_prior[1], "a_prior sdlog": self.a_prior[1],
+                    "t0_prior sdlog": self.t0_prior[1], "sv_scale": self.sv_scale, "st0_max": self.st0_max,
+                    **{f"z_prior[{i}]": self.z_prior[i] for i in (0, 1)},
                     **{f"sz_frac_prior[{i}]": self.sz_frac_prior[i] for i in (0, 1)}}
         bad = [k for k, value in positive.items() if not (math.isfinite(value) and value > 0)]
         if bad:
@@ -230,7 +231,7 @@ class FullDDM(FlatModel):
         return torch.where(ok, lp, torch.full_like(lp, -math.inf))
 
     def natural_parameters(self, theta) -> dict[str, Tensor]:
-        """The per-trial distribution of parameter values ``(M, D)``: ``{"v", "a", "z", "t0", "sv", "sz", "st0"}``, each ``(M,)`` float64.
+        """The per-trial distribution of parameter values ``(M, D)``: ``v, a, z, t0, sv, sz, st0``, each ``(M,)`` float64.
 
         ``sz = sz_frac * 2 min(z, 1 - z)`` is the width of the relative start's range (in
         units of ``a``; rtdists' absolute ``sz`` is ``sz * a``); ``sv = sz = st0 = 0``
@@ -279,7 +280,8 @@ class FullDDM(FlatModel):
 
         Example:
             >>> import numpy as np
-            >>> rows = FullDDM(variability=False).log_likelihood_rows(np.array([[0.8], [-0.6]]), np.array([[1.0, 1.5, 0.5, 0.3]]))
+            >>> simple = FullDDM(variability=False)
+            >>> rows = simple.log_likelihood_rows(np.array([[0.8], [-0.6]]), np.array([[1.0, 1.5, 0.5, 0.3]]))
             >>> rows.shape, round(float(np.exp(rows[0, 0])), 4)
             ((1, 2), 0.7685)
             >>> hasattr(FullDDM(), "log_likelihood_rows")
