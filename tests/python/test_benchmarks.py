@@ -91,3 +91,17 @@ def test_joint_benchmark_runs(tmp_path):
     for name in ("unit", "wide"):
         assert {"log_ml_median_abs_error", "surrogate_log_density_mae_per_observation", "joint_sbc_passed",
                 "seconds_per_data_set_evidence"} <= set(out[name])
+
+
+def test_joint_ddm_benchmark_runs(tmp_path):
+    from amortbayes.reference.rtdists import rtdists_available
+
+    if not rtdists_available():
+        pytest.skip("R's rtdists is not installed (scripts/setup-r.sh)")
+    out = run_benchmark("joint_ddm.py", "--epochs", "1", "--iterations", "2", "--regions-sets", "2", "--participants", "1",
+                        "--draws", "200", "--reference-draws", "10", "--sbc-sims", "20", "--out", str(tmp_path / "out"),
+                        tmp_path=tmp_path)
+    assert out["train_steps"] == 2 and len(out["speed_acc"]["participants"]) == 1
+    row = out["speed_acc"]["participants"][0]
+    assert row["trials"] == 96 and {"log_bf_full_vs_simple", "log_ml_full_numerical_likelihood"} <= set(row)
+    assert "surrogate_log_density_mae_per_trial_by_region" in out["full"]
