@@ -406,7 +406,10 @@ def _importance_estimate(log_w: np.ndarray) -> dict[str, float]:
     s = w.size
     estimate = top + math.log(w.mean())
     se = float(np.sqrt(w.var(ddof=1) / s) / w.mean())
-    diag = importance_diagnostics(log_w[np.isfinite(log_w)])
+    finite = log_w[np.isfinite(log_w)]
+    if finite.size < 10:  # too few draws with any weight to judge the tail: unreliable by definition
+        return {"log_ml": float(estimate), "mc_se": se, "pareto_k": math.inf, "ess": float(w.sum() ** 2 / (w * w).sum())}
+    diag = importance_diagnostics(finite)
     return {"log_ml": float(estimate), "mc_se": se, "pareto_k": float(diag["pareto_k"]), "ess": float(diag["ess"])}
 
 
