@@ -116,3 +116,21 @@ def against_reference(table, draws, reference, names: list[str]) -> dict:
         }
     out["c2st_global"] = round(c2st(draws[names].to_numpy(), reference[names].to_numpy(), max_samples=4000), 3)
     return out
+
+
+def train_or_load(make, model, folder, args, result: dict, name: str):
+    """The amortizer saved in ``folder`` (of ``model``), or ``make(model)`` trained by ``fit()`` on ``train_settings(args)`` and saved.
+
+    A new training adds ``{name}_train_seconds`` and ``{name}_final_val_loss`` to ``result``.
+    """
+    from amortbayes import fit, load, save
+
+    if (folder / "config.json").exists():
+        return load(folder, model=model)
+    amortizer = make(model)
+    t0 = time.perf_counter()
+    history = fit(amortizer, model, settings=train_settings(args), progress=False)
+    result[f"{name}_train_seconds"] = round(time.perf_counter() - t0, 1)
+    result[f"{name}_final_val_loss"] = round(float(history["val_loss"].iloc[-1]), 4)
+    save(amortizer, folder)
+    return amortizer

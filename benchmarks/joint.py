@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import emit, parser, setup, train_settings, training_arguments
+from _common import emit, parser, setup, train_or_load, training_arguments
 
 
 def held_out(model, n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -42,7 +42,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmark-joint")
     args = p.parse_args()
     device = setup(args)
-    from amortbayes import compare_models, fit, load, save
+    from amortbayes import compare_models
     from amortbayes.amortizers import JointAmortizer, joint_sbc
     from amortbayes.diagnostics import c2st
     from amortbayes.models import ConjugateGaussian
@@ -52,17 +52,7 @@ def main() -> None:
               "wide": ConjugateGaussian(dim=1, noise_sd=2.0, n_obs=(5, 20))}
     amortizers, result = {}, {"data_sets": args.data_sets, "train_steps": args.epochs * args.iterations}
     for name, model in models.items():
-        folder = out / name
-        if (folder / "config.json").exists():
-            amortizers[name] = load(folder, model=model)
-            continue
-        amortizer = JointAmortizer(model)
-        t0 = time.perf_counter()
-        history = fit(amortizer, model, settings=train_settings(args), progress=False)
-        result[f"{name}_train_seconds"] = round(time.perf_counter() - t0, 1)
-        result[f"{name}_final_val_loss"] = round(float(history["val_loss"].iloc[-1]), 4)
-        save(amortizer, folder)
-        amortizers[name] = amortizer
+        amortizers[name] = train_or_load(JointAmortizer, model, out / name, args, result, name)
 
     warnings.simplefilter("ignore")
     for name, model in models.items():

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import emit, parser, setup, train_settings, training_arguments
+from _common import emit, parser, setup, train_or_load, training_arguments
 
 
 def reference_log_lik(model, x: np.ndarray, draws: np.ndarray) -> np.ndarray:
@@ -58,7 +58,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmark-joint-ddm")
     args = p.parse_args()
     device = setup(args)
-    from amortbayes import compare_models, fit, load, save
+    from amortbayes import compare_models
     from amortbayes.amortizers import JointAmortizer, joint_sbc
     from amortbayes.data import load_speed_acc
     from amortbayes.diagnostics import sbc_check
@@ -69,17 +69,7 @@ def main() -> None:
     models = {"full": FullDDM(), "simple": FullDDM(variability=False)}
     amortizers, result = {}, {"train_steps": args.epochs * args.iterations}
     for name, model in models.items():
-        folder = out / name
-        if (folder / "config.json").exists():
-            amortizers[name] = load(folder, model=model)
-            continue
-        amortizer = JointAmortizer(model)
-        t0 = time.perf_counter()
-        history = fit(amortizer, model, settings=train_settings(args), progress=False)
-        result[f"{name}_train_seconds"] = round(time.perf_counter() - t0, 1)
-        result[f"{name}_final_val_loss"] = round(float(history["val_loss"].iloc[-1]), 4)
-        save(amortizer, folder)
-        amortizers[name] = amortizer
+        amortizers[name] = train_or_load(JointAmortizer, model, out / name, args, result, name)
     warnings.simplefilter("ignore")
 
     for name, model in models.items():
