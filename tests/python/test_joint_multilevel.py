@@ -71,6 +71,33 @@ def test_importance_draws_with_the_surrogate_reach_the_exact_posterior(trained):
     assert mu.std() == pytest.approx(exact["mu_sd"][0], rel=0.15)
 
 
+def _exact_log_evidence(model, x, mask):
+    from scipy import stats
+
+    y, group = [], []
+    for j in range(x.shape[0]):
+        keep = mask[j] > 0
+        y.extend(x[j, keep, 0].tolist())
+        group.extend([j] * int(keep.sum()))
+    group = np.array(group)
+    cov = model.sigma**2 * np.eye(len(y)) + model.tau**2 * (group[:, None] == group[None, :]) + model.mu_sd**2
+    return stats.multivariate_normal(np.zeros(len(y)), cov).logpdf(np.array(y))
+
+
+def test_the_evidence_with_the_model_and_with_the_surrogate_is_the_closed_form(trained):
+    model, amortizer = trained
+    b = _data(model, seed=8)
+    j = int(b["group_mask"][0].sum())
+    exact = _exact_log_evidence(model, b["x"][0, :j].numpy(), b["mask"][0, :j].numpy())
+    rows = int(b["mask"][0].sum())
+    with_model = amortizer.multilevel.importance_draws(b, model, n=1000, seed=0, warn=False, progress=False)
+    assert with_model.diagnostics["log_evidence"] == pytest.approx(exact, abs=0.1)
+    surrogate = amortizer.log_marginal_likelihood(b, model, n=1000, seed=0)
+    assert surrogate["mc_se"] < 0.1
+    # the surrogate's error grows with the rows: a few hundredths of a nat each
+    assert abs(surrogate["log_ml"] - exact) < 0.03 * rows, (surrogate, exact, rows)
+
+
 def test_a_saved_multilevel_joint_amortizer_loads_back(trained, tmp_path):
     model, amortizer = trained
     save(amortizer, tmp_path / "mj")

@@ -134,6 +134,18 @@ class MultilevelJointAmortizer(nn.Module):
         """Draws importance-corrected towards the posterior under ``model``'s priors and the surrogate likelihood."""
         return self.multilevel.importance_draws(data, self.surrogate(model), n, **kwargs)
 
+    def log_marginal_likelihood(self, data: Any, model: Any, n: int = 2000, **kwargs: Any) -> dict[str, float]:
+        """``log p(x)`` of one data set under ``model``'s priors and the surrogate likelihood (importance sampling).
+
+        The mean of :meth:`importance_draws`' raw weights (each group's likelihood estimated over
+        its parameters with the local flow); returns ``log_ml``, ``mc_se``, ``pareto_k`` and ``ess``.
+        """
+        kwargs.setdefault("warn", False)
+        kwargs.setdefault("progress", False)
+        diag = self.importance_draws(data, model, n, **kwargs).diagnostics
+        return {"log_ml": diag["log_evidence"], "mc_se": diag["log_evidence_mc_se"], "pareto_k": diag["pareto_k"],
+                "ess": diag["ess"]}
+
     def logo(self, data: Any, model: Any, n: int = 1000, **kwargs: Any):
         """Leave-one-group-out ELPD with the surrogate likelihood (see :func:`amortbayes.inference.logo.logo`)."""
         return self.multilevel.logo(data, self.surrogate(model), n, **kwargs)

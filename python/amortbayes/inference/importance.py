@@ -114,7 +114,9 @@ def importance_draws(amortizer: MultilevelAmortizer, data: Any, model: Any, n: i
     Pareto ``k`` of the weights (:func:`amortbayes.diagnostics.pareto_khat`).  Above 0.7
     the amortized posterior misses mass the exact one has (data unlike the training
     simulations, an undertrained network) and the draws are not to be trusted; that
-    warns (``warn=False`` silences it).  ``model`` supplies ``global_log_prior``,
+    warns (``warn=False`` silences it).  The mean of the raw weights estimates the data set's
+    marginal likelihood: ``diagnostics["log_evidence"]`` (with ``"log_evidence_mc_se"``).
+    ``model`` supplies ``global_log_prior``,
     ``local_log_prior`` and ``log_likelihood``; a model with other priors than the one
     trained on (a prior sensitivity check) works as long as ``k`` stays low.
 
@@ -221,7 +223,8 @@ def importance_draws(amortizer: MultilevelAmortizer, data: Any, model: Any, n: i
     ess = effective_sample_size(smoothed)  # k-hat is the raw weights' tail; the ESS that of the weights used
     diag = {"pareto_k": k_hat, "ess": ess, "ess_fraction": ess / weighted, "proposals": weighted,
             "rounds": len(k_by_round), "pareto_k_by_round": k_by_round,
-            "likelihood_mc_sd": _weighted_noise_sd(probs.numpy(), noise.cpu().double().numpy())}
+            "likelihood_mc_sd": _weighted_noise_sd(probs.numpy(), noise.cpu().double().numpy()),
+            **_log_evidence(log_w.cpu().double().numpy())}
     if warn and diag["pareto_k"] > RELIABLE_PARETO_K:
         noisy = (f" The groups' likelihoods, each estimated from {importance} local draws, add noise of "
                  f"{diag['likelihood_mc_sd']:.1f} nats to the log weights, which alone degrades them; a larger "
@@ -241,6 +244,15 @@ def importance_draws(amortizer: MultilevelAmortizer, data: Any, model: Any, n: i
         theta_g[picked].cpu().numpy()[None], local_all, amortizer.info.parameter_names,
         amortizer.info.local_parameter_names, d.group_labels, diagnostics=diag,
     )
+
+
+def _log_evidence(log_w: np.ndarray) -> dict[str, float]:
+    """``log p(x)`` as the log mean of the raw importance weights (each group's likelihood estimate unbiased, so
+    the mean is an unbiased estimate of ``p(x)``: pseudo-marginal), and its delta-method Monte Carlo SE."""
+    top = float(np.max(log_w))
+    w = np.exp(log_w - top)
+    return {"log_evidence": top + float(np.log(w.mean())),
+            "log_evidence_mc_se": float(np.sqrt(w.var(ddof=1) / w.size) / w.mean())}
 
 
 def _global_proposal(amortizer: MultilevelAmortizer, summary: torch.Tensor, s: int, fitted: _StudentT | None, gen) -> tuple[torch.Tensor, torch.Tensor]:
