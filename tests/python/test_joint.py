@@ -224,6 +224,20 @@ def _ar1_log_lik(x, theta):
     return -0.5 * ((y - mean) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
 
 
+def test_the_recurrent_likelihood_of_a_row_depends_on_earlier_rows_only():
+    net = LikelihoodNetwork(1, 2, 0, FlowSettings(layers=2, hidden=16), recurrent=8)
+    x, mask = torch.randn(3, 10, 1), torch.ones(3, 10)
+    net.adapt(x, mask)
+    lp = net.log_prob_rows(x, mask, torch.zeros(3, 2))
+    later = x.clone()
+    later[:, 6:] += 1.0
+    changed = net.log_prob_rows(later, mask, torch.zeros(3, 2))
+    torch.testing.assert_close(changed[:, :6], lp[:, :6])
+    assert (changed[:, 7:] - lp[:, 7:]).abs().min() > 0  # row 7 on sees the changed row 6 through the GRU
+    assert net.sample_rows(torch.zeros(3, 2), 7).shape == (3, 7, 1)
+
+
+@pytest.mark.slow
 def test_a_recurrent_likelihood_network_learns_a_time_series_likelihood():
     from amortbayes.amortizers import PosteriorSettings
 

@@ -25,6 +25,7 @@ SMALL = MultilevelJointSettings(
 
 @pytest.fixture(scope="module")
 def trained():
+    """Trained for the accuracy checks (about 2 minutes: slow tests)."""
     model = HierarchicalGaussian()
     amortizer = MultilevelJointAmortizer(model, SMALL)
     fit(amortizer, model, settings=TrainSettings(epochs=10, iterations_per_epoch=100, batch_size=64,
@@ -40,6 +41,7 @@ def _data(model, seed=3, groups=8):
     return b
 
 
+@pytest.mark.slow
 def test_the_surrogate_group_likelihood_is_the_models(trained):
     model, amortizer = trained
     b = model.simulate(64, torch.Generator().manual_seed(1))
@@ -50,6 +52,7 @@ def test_the_surrogate_group_likelihood_is_the_models(trained):
     assert float(per_row) < 0.05
 
 
+@pytest.mark.slow
 def test_logo_with_the_surrogate_is_within_one_se_of_the_closed_form(trained):
     model, amortizer = trained
     b = _data(model)
@@ -61,6 +64,7 @@ def test_logo_with_the_surrogate_is_within_one_se_of_the_closed_form(trained):
     np.testing.assert_allclose(logo["elpd"].to_numpy(), exact, atol=0.3)
 
 
+@pytest.mark.slow
 def test_importance_draws_with_the_surrogate_reach_the_exact_posterior(trained):
     model, amortizer = trained
     b = _data(model, seed=5)
@@ -84,6 +88,7 @@ def _exact_log_evidence(model, x, mask):
     return stats.multivariate_normal(np.zeros(len(y)), cov).logpdf(np.array(y))
 
 
+@pytest.mark.slow
 def test_the_evidence_with_the_model_and_with_the_surrogate_is_the_closed_form(trained):
     model, amortizer = trained
     b = _data(model, seed=8)
@@ -98,8 +103,36 @@ def test_the_evidence_with_the_model_and_with_the_surrogate_is_the_closed_form(t
     assert abs(surrogate["log_ml"] - exact) < 0.03 * rows, (surrogate, exact, rows)
 
 
-def test_a_saved_multilevel_joint_amortizer_loads_back(trained, tmp_path):
-    model, amortizer = trained
+@pytest.fixture(scope="module")
+def briefly_trained():
+    model = HierarchicalGaussian()
+    amortizer = MultilevelJointAmortizer(model, SMALL)
+    fit(amortizer, model, settings=TrainSettings(epochs=2, iterations_per_epoch=50, batch_size=32), progress=False)
+    return model, amortizer
+
+
+def test_the_surrogate_runs_logo_and_importance_draws_of_a_briefly_trained_amortizer(briefly_trained):
+    # the accuracy is checked by the slow tests above; here every path runs and the shapes are right
+    model, amortizer = briefly_trained
+    b = _data(model)
+    j = int(b["group_mask"][0].sum())
+    logo = amortizer.logo(b, model, n=100, importance=4, seed=0, progress=False)
+    assert len(logo) == j and np.isfinite(logo["elpd"]).all()
+    evidence = amortizer.log_marginal_likelihood(b, model, n=100, seed=0)
+    assert np.isfinite(evidence["log_ml"]) and evidence["mc_se"] >= 0
+    surrogate = amortizer.surrogate(model)
+    lik = surrogate.log_likelihood(b["theta_global"], b["theta_local"], b["x"], b["mask"])
+    assert lik.shape == b["group_mask"].shape
+    # a padded row changes nothing; an observed one does
+    x = b["x"].clone()
+    x[0, 0, int(b["mask"][0, 0].sum()):] += 5.0
+    torch.testing.assert_close(surrogate.log_likelihood(b["theta_global"], b["theta_local"], x, b["mask"]), lik)
+    x[0, 0, 0] += 5.0
+    assert not torch.allclose(surrogate.log_likelihood(b["theta_global"], b["theta_local"], x, b["mask"])[0, 0], lik[0, 0])
+
+
+def test_a_saved_multilevel_joint_amortizer_loads_back(briefly_trained, tmp_path):
+    model, amortizer = briefly_trained
     save(amortizer, tmp_path / "mj")
     back = load(tmp_path / "mj", model=model)
     b = _data(model)
