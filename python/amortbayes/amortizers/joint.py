@@ -8,8 +8,9 @@ their negative log densities (Radev et al. 2023, eq. 7),
     L = E_{p(theta, x)} [ -log q(theta | h(x)) - (1 / N) sum_i log q(x_i | theta) ]
         + lambda MMD^2( {h(x)}, N(0, I) ),
 
-the row term averaged over rows so that it weighs like the posterior term whatever the data
-sets' sizes (the two networks share no weights, so the weighting leaves each optimum
+(for a time series each row's density also conditions on the rows before it:
+``networks.likelihood``'s recurrent variant), the row term averaged over rows so that it weighs
+like the posterior term whatever the data sets' sizes (the two networks share no weights, so the weighting leaves each optimum
 unchanged).  The optional MMD term (:mod:`amortbayes.networks.mmd`) pushes the learned
 summaries of simulated data towards a unit Gaussian, so a data set whose summary lies far
 out in it is one the simulator rarely makes (:class:`SimulationGapWarning`).
@@ -122,7 +123,10 @@ def log_prior_of(model: Any, info: ModelInfo) -> Any:
 
 
 class JointAmortizer(nn.Module):
-    """Amortized posterior ``q(theta | x)`` and likelihood ``q(x | theta)`` of a single-level model with exchangeable rows.
+    """Amortized posterior ``q(theta | x)`` and likelihood ``q(x | theta)`` of a single-level model.
+
+    Rows are exchangeable given ``theta`` (or, with ``JointSettings(recurrent=H)``, a time
+    series whose rows each depend on the ones before).
 
     Example:
         >>> from amortbayes.models import ConjugateGaussian
