@@ -38,13 +38,20 @@ def reference_log_lik(model, x: np.ndarray, draws: np.ndarray) -> np.ndarray:
 
 
 def reference_log_ml(amortizer, model, x: np.ndarray, n: int, seed: int) -> float:
-    """Importance-sampled log marginal likelihood with the posterior network as proposal and the numerical likelihood."""
+    """Importance-sampled log marginal likelihood with the posterior network as proposal and the numerical likelihood.
+
+    None when no draw has any likelihood (every draw's non-decision time above the fastest
+    response: the posterior network, trained with a surrogate that knows no hard bound, missed it).
+    """
     from amortbayes.amortizers.joint import _importance_estimate
 
     draws = amortizer.posterior.sample_array(x, n, seed=seed)
     log_q = amortizer.posterior.log_prob(draws, x).astype(np.float64)
     log_p = model.log_prior(torch.from_numpy(draws.astype(np.float64))).numpy()
-    return _importance_estimate(reference_log_lik(model, x, draws).sum(-1) + log_p - log_q)["log_ml"]
+    log_w = reference_log_lik(model, x, draws).sum(-1) + log_p - log_q
+    if not np.isfinite(log_w).any():
+        return None
+    return round(_importance_estimate(log_w)["log_ml"], 3)
 
 
 def main() -> None:
@@ -112,8 +119,8 @@ def main() -> None:
                "max_khat": round(float(table["max_khat"].max()), 3)}
         for name, model in models.items():
             row[f"log_ml_{name}"] = round(float(table.loc[name, "log_ml"]), 3)
-            row[f"log_ml_{name}_numerical_likelihood"] = round(
-                reference_log_ml(amortizers[name], model, x, args.reference_draws, seed=1), 3)
+            row[f"log_ml_{name}_numerical_likelihood"] = reference_log_ml(amortizers[name], model, x,
+                                                                          args.reference_draws, seed=1)
             row[f"summary_mmd_flagged_{name}"] = bool(
                 amortizers[name].summary_distance(x)[0][0] > amortizers[name].summary_distance(x)[1])
         per.append(row)
@@ -123,7 +130,10 @@ def main() -> None:
         "elpd_full_minus_simple_total": round(sum(r["elpd_full_minus_simple"] for r in per), 2),
         "surrogate_vs_numerical_log_ml_median_abs_diff": {
             name: round(float(np.median([abs(r[f"log_ml_{name}"] - r[f"log_ml_{name}_numerical_likelihood"])
-                                         for r in per])), 3) for name in models},
+                                         for r in per if r[f"log_ml_{name}_numerical_likelihood"] is not None])), 3)
+            for name in models},
+        "participants_without_numerical_evidence": {
+            name: [r["participant"] for r in per if r[f"log_ml_{name}_numerical_likelihood"] is None] for name in models},
     }
     emit({"benchmark": "joint_ddm", **result}, device)
 
