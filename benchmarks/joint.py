@@ -23,16 +23,6 @@ import torch
 from _common import emit, parser, setup, train_or_load, training_arguments
 
 
-def held_out(model, n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        theta = model.sample_prior(1, gen)
-        size = int(torch.randint(model.n_obs[0], model.n_obs[1] + 1, (1,), generator=gen))
-        out.append((theta.numpy(), model.simulate_data(theta, size, gen)[0].numpy()))
-    return out
-
-
 def main() -> None:
     p = parser(__doc__)
     training_arguments(p, epochs=20, iterations=200, lr=5e-4)
@@ -45,7 +35,7 @@ def main() -> None:
     from amortbayes import compare_models
     from amortbayes.amortizers import JointAmortizer, joint_sbc
     from amortbayes.diagnostics import c2st
-    from amortbayes.models import ConjugateGaussian
+    from amortbayes.models import ConjugateGaussian, simulated_data_sets
 
     out = Path(args.out)
     models = {"unit": ConjugateGaussian(dim=1, n_obs=(5, 20)),
@@ -57,7 +47,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     for name, model in models.items():
         amortizer = amortizers[name]
-        sets = held_out(model, args.data_sets, seed=7)
+        sets = simulated_data_sets(model, args.data_sets, seed=7)
         errors, ks, ses, mae, seconds = [], [], [], [], []
         for theta, x in sets:
             t0 = time.perf_counter()
@@ -100,7 +90,7 @@ def main() -> None:
     signs, bf_errors, compare_seconds = [], [], []
     half = args.data_sets // 2
     for name in ("unit", "wide"):
-        for _, x in held_out(models[name], half, seed=11):
+        for _, x in simulated_data_sets(models[name], half, seed=11):
             t0 = time.perf_counter()
             table = compare_models(amortizers, x, n=args.draws)
             compare_seconds.append(time.perf_counter() - t0)

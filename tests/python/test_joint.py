@@ -16,7 +16,7 @@ import torch
 
 from amortbayes import TrainSettings, compare_models, fit, load, save
 from amortbayes.amortizers import JointAmortizer, JointSettings, PosteriorAmortizer, SimulationGapWarning, joint_sbc
-from amortbayes.models import ConjugateGaussian, GaussianLinearRegression
+from amortbayes.models import ConjugateGaussian, GaussianLinearRegression, simulated_data_sets
 from amortbayes.networks import FlowSettings
 from amortbayes.networks.likelihood import LikelihoodNetwork
 
@@ -38,13 +38,7 @@ def unit_noise():
 
 
 def _held_out(model, n, seed=7):
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        theta = model.sample_prior(1, gen)
-        size = int(torch.randint(model.n_obs[0], model.n_obs[1] + 1, (1,), generator=gen))
-        out.append((theta.numpy(), model.simulate_data(theta, size, gen)[0].numpy()))
-    return out
+    return simulated_data_sets(model, n, seed)
 
 
 def test_log_marginal_likelihood_matches_the_closed_form(unit_noise):

@@ -50,4 +50,21 @@ def example_data(model: Any, seed: int = 2024) -> tuple[np.ndarray, np.ndarray]:
     return theta[0].numpy(), x[0].numpy()
 
 
-__all__ = ["AR1Multilevel", "ConjugateGaussian", "FullDDM", "HierarchicalDDM", "GaussianLinearRegression", "HierarchicalGaussian", "HierarchicalLinear", "MODELS", "TwoMoons", "example_data", "get_model"]
+def simulated_data_sets(model: Any, n: int, seed: int = 7) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n`` held-out data sets of a single-level ``model``: ``(theta (1, D), x (N, F))`` each, ``N`` uniform in ``n_obs``.
+
+    Example:
+        >>> sets = simulated_data_sets(ConjugateGaussian(dim=1, n_obs=(5, 9)), 3)
+        >>> len(sets), sets[0][0].shape, 5 <= len(sets[0][1]) <= 9
+        (3, (1, 1), True)
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        theta = model.sample_prior(1, gen)
+        size = int(torch.randint(model.n_obs[0], model.n_obs[1] + 1, (1,), generator=gen))
+        out.append((theta.numpy(), model.simulate_data(theta, size, gen)[0].numpy()))
+    return out
+
+
+__all__ = ["AR1Multilevel", "ConjugateGaussian", "FullDDM", "HierarchicalDDM", "GaussianLinearRegression", "HierarchicalGaussian", "HierarchicalLinear", "MODELS", "TwoMoons", "example_data", "get_model", "simulated_data_sets"]
