@@ -121,8 +121,8 @@ def main() -> None:
             row[f"log_ml_{name}"] = round(float(table.loc[name, "log_ml"]), 3)
             row[f"log_ml_{name}_numerical_likelihood"] = reference_log_ml(amortizers[name], model, x,
                                                                           args.reference_draws, seed=1)
-            row[f"summary_mmd_flagged_{name}"] = bool(
-                amortizers[name].summary_distance(x)[0][0] > amortizers[name].summary_distance(x)[1])
+            distance, threshold = amortizers[name].summary_distance(x)
+            row[f"summary_mmd_flagged_{name}"] = bool(distance[0] > threshold)
         per.append(row)
     result["speed_acc"] = {
         "participants": per,

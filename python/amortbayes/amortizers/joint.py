@@ -341,6 +341,20 @@ class JointAmortizer(nn.Module):
         return self._simulate(torch.from_numpy(draws), x.shape[1], cov, gen).numpy()
 
     # -- evidence and cross-validation ------------------------------------------------------
+    def _weighted_draws(self, data: Any, n: int, log_prior: Any, seed: int | None, caller: str):
+        """Posterior draws of one data set, the surrogate's pointwise log likelihoods ``(S, N)`` and, with a prior
+        density, each draw's full-data log importance weight ``log q(x | theta) + log p(theta) - log q(theta | x)``."""
+        x, mask = self._one_data_set(data, caller)
+        self.check_summaries(data)
+        draws = self.posterior.sample_array(data, int(n), seed=seed)
+        log_lik = self._log_lik_rows(x, mask, torch.from_numpy(draws))
+        if log_prior is None:
+            return log_lik, None
+        log_q = self.posterior.log_prob(draws, data).astype(np.float64)
+        log_p = np.asarray(log_prior(torch.from_numpy(draws.astype(np.float64))), dtype=np.float64)
+        log_w = log_lik.sum(-1) + log_p - log_q
+        return log_lik, np.where(np.isnan(log_w), -np.inf, log_w)
+
     def log_marginal_likelihood(self, data: Any, n: int = 4000, *, model: Any = None,
                                 seed: int | None = 0) -> dict[str, float]:
         """``log p(x)`` of one data set by importance sampling with the posterior network as proposal.
@@ -350,14 +364,7 @@ class JointAmortizer(nn.Module):
         density ``log_prior(theta)`` enters (default: the built-in model the amortizer was
         trained on).
         """
-        log_prior = log_prior_of(model, self.info)
-        x, mask = self._one_data_set(data, "log_marginal_likelihood")
-        self.check_summaries(data)
-        draws = self.posterior.sample_array(data, int(n), seed=seed)
-        log_q = self.posterior.log_prob(draws, data).astype(np.float64)
-        log_lik = self._log_lik_rows(x, mask, torch.from_numpy(draws)).sum(-1)
-        log_p = np.asarray(log_prior(torch.from_numpy(draws.astype(np.float64))), dtype=np.float64)
-        return _importance_estimate(log_lik + log_p - log_q)
+        return self.evidence_and_loo(data, n, model=model, seed=seed, loo=False)[0]
 
     def elpd_loo(self, data: Any, n: int = 4000, *, model: Any = None, seed: int | None = 0) -> dict[str, Any]:
         """PSIS-LOO ELPD of one data set from the surrogate's pointwise log likelihoods.
@@ -370,23 +377,17 @@ class JointAmortizer(nn.Module):
         Returns ``elpd``, ``se``, ``p_loo``, ``max_khat``, ``n_khat_above_0.7`` and
         ``pointwise`` (a DataFrame of ``observation``, ``elpd``, ``khat``).
         """
-        from amortbayes.diagnostics.multilevel import elpd_summary, psis_loo
-
-        x, mask = self._one_data_set(data, "elpd_loo")
-        self.check_summaries(data)
-        draws = self.posterior.sample_array(data, int(n), seed=seed)
-        log_lik = self._log_lik_rows(x, mask, torch.from_numpy(draws))
         try:
             log_prior = log_prior_of(model, self.info)
         except ValueError:
             log_prior = None
-        log_w = None
-        if log_prior is not None:
-            log_q = self.posterior.log_prob(draws, data).astype(np.float64)
-            log_p = np.asarray(log_prior(torch.from_numpy(draws.astype(np.float64))), dtype=np.float64)
-            log_w = np.nan_to_num(log_lik.sum(-1) + log_p - log_q, nan=-np.inf)
-        pointwise = psis_loo(log_lik, log_weights=log_w)
-        return {**elpd_summary(pointwise, log_lik), "pointwise": pointwise}
+        return _loo(*self._weighted_draws(data, n, log_prior, seed, "elpd_loo"))
+
+    def evidence_and_loo(self, data: Any, n: int = 4000, *, model: Any = None, seed: int | None = 0,
+                         loo: bool = True) -> tuple[dict[str, float], dict[str, Any] | None]:
+        """:meth:`log_marginal_likelihood` and (``loo=True``) :meth:`elpd_loo` from one set of draws and likelihoods."""
+        log_lik, log_w = self._weighted_draws(data, n, log_prior_of(model, self.info), seed, "log_marginal_likelihood")
+        return _importance_estimate(log_w), (_loo(log_lik, log_w) if loo else None)
 
     # -- persistence ----------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -398,23 +399,29 @@ class JointAmortizer(nn.Module):
 
 
 def _importance_estimate(log_w: np.ndarray) -> dict[str, float]:
-    """``log mean exp(log_w)``, its delta-method Monte Carlo SE, Pareto k and ESS."""
+    """``log mean exp(log_w)``, its delta-method Monte Carlo SE (``log_mean_exp``), Pareto k and ESS."""
     from amortbayes.diagnostics.importance import importance_diagnostics
+    from amortbayes.diagnostics.multilevel import log_mean_exp
 
     log_w = np.where(np.isnan(log_w), -np.inf, log_w)
-    top = float(np.max(log_w))
-    if not math.isfinite(top):
+    finite = log_w[np.isfinite(log_w)]
+    if finite.size == 0:
         raise ValueError("every importance weight is zero: the surrogate or the prior gives the posterior draws no "
                          "density")
-    w = np.exp(log_w - top)
-    s = w.size
-    estimate = top + math.log(w.mean())
-    se = float(np.sqrt(w.var(ddof=1) / s) / w.mean())
-    finite = log_w[np.isfinite(log_w)]
+    estimate, se = (float(v) for v in log_mean_exp(torch.from_numpy(log_w)))
     if finite.size < 10:  # too few draws with any weight to judge the tail: unreliable by definition
-        return {"log_ml": float(estimate), "mc_se": se, "pareto_k": math.inf, "ess": float(w.sum() ** 2 / (w * w).sum())}
+        w = np.exp(finite - finite.max())
+        return {"log_ml": estimate, "mc_se": se, "pareto_k": math.inf, "ess": float(w.sum() ** 2 / (w * w).sum())}
     diag = importance_diagnostics(finite)
-    return {"log_ml": float(estimate), "mc_se": se, "pareto_k": float(diag["pareto_k"]), "ess": float(diag["ess"])}
+    return {"log_ml": estimate, "mc_se": se, "pareto_k": float(diag["pareto_k"]), "ess": float(diag["ess"])}
+
+
+def _loo(log_lik: np.ndarray, log_w: np.ndarray | None) -> dict[str, Any]:
+    """PSIS-LOO summary and pointwise table of ``log_lik (S, N)`` at draws of full-data log weights ``log_w``."""
+    from amortbayes.diagnostics.multilevel import elpd_summary, psis_loo
+
+    pointwise = psis_loo(log_lik, log_weights=log_w)
+    return {**elpd_summary(pointwise, log_lik), "pointwise": pointwise}
 
 
 def joint_sbc(amortizer: JointAmortizer, model: Any, n_sims: int = 200, n_draws: int = 100, *, alpha: float = 0.01,

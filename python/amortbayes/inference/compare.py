@@ -55,8 +55,7 @@ def compare_models(amortizers: dict[str, Any], data: Any, *, n: int = 4000, mode
     models = models or {}
     rows, pointwise = {}, {}
     for name, a in amortizers.items():
-        evidence = a.log_marginal_likelihood(data, n, model=models.get(name), seed=seed)
-        loo = a.elpd_loo(data, n, model=models.get(name), seed=seed)
+        evidence, loo = a.evidence_and_loo(data, n, model=models.get(name), seed=seed)  # one set of draws for both
         pointwise[name] = loo["pointwise"]["elpd"].to_numpy()
         rows[name] = {"log_ml": evidence["log_ml"], "log_ml_se": evidence["mc_se"], "elpd_loo": loo["elpd"],
                       "elpd_se": loo["se"], "max_khat": loo["max_khat"]}

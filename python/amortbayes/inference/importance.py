@@ -249,10 +249,10 @@ def importance_draws(amortizer: MultilevelAmortizer, data: Any, model: Any, n: i
 def _log_evidence(log_w: np.ndarray) -> dict[str, float]:
     """``log p(x)`` as the log mean of the raw importance weights (each group's likelihood estimate unbiased, so
     the mean is an unbiased estimate of ``p(x)``: pseudo-marginal), and its delta-method Monte Carlo SE."""
-    top = float(np.max(log_w))
-    w = np.exp(log_w - top)
-    return {"log_evidence": top + float(np.log(w.mean())),
-            "log_evidence_mc_se": float(np.sqrt(w.var(ddof=1) / w.size) / w.mean())}
+    from amortbayes.diagnostics.multilevel import log_mean_exp
+
+    estimate, se = log_mean_exp(torch.from_numpy(log_w))
+    return {"log_evidence": float(estimate), "log_evidence_mc_se": float(se)}
 
 
 def _global_proposal(amortizer: MultilevelAmortizer, summary: torch.Tensor, s: int, fitted: _StudentT | None, gen) -> tuple[torch.Tensor, torch.Tensor]:
