@@ -125,12 +125,17 @@ def train_or_load(make, model, folder, args, result: dict, name: str):
     """
     from amortbayes import fit, load, save
 
+    record = folder / "training.json"
     if (folder / "config.json").exists():
+        if record.exists():  # the training's numbers, from the run that trained it
+            result.update(json.loads(record.read_text()))
         return load(folder, model=model)
     amortizer = make(model)
     t0 = time.perf_counter()
     history = fit(amortizer, model, settings=train_settings(args), progress=False)
-    result[f"{name}_train_seconds"] = round(time.perf_counter() - t0, 1)
-    result[f"{name}_final_val_loss"] = round(float(history["val_loss"].iloc[-1]), 4)
+    trained = {f"{name}_train_seconds": round(time.perf_counter() - t0, 1),
+               f"{name}_final_val_loss": round(float(history["val_loss"].iloc[-1]), 4)}
+    result.update(trained)
     save(amortizer, folder)
+    record.write_text(json.dumps(trained))
     return amortizer

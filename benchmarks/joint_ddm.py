@@ -1,6 +1,6 @@
 """Joint amortization of the full diffusion model (no closed-form likelihood) and of the simple one, on speed_acc.
 
-Usage: python benchmarks/joint_ddm.py [--epochs E --iterations I] [--participants 17] [--out DIR]
+Usage: python benchmarks/joint_ddm.py [--epochs E --iterations I] [--participants 17] [--out DIR] [--models full]
 Prints one JSON object.  Trains a JointAmortizer of ``FullDDM()`` (drift, start and
 non-decision-time variability) and of ``FullDDM(variability=False)`` (the 4-parameter Wiener
 model, exact density), each with the default networks, then reports:
@@ -63,6 +63,8 @@ def main() -> None:
     p.add_argument("--reference-draws", type=int, default=300, help="draws of the rtdists evidence reference")
     p.add_argument("--sbc-sims", type=int, default=200)
     p.add_argument("--out", default="benchmark-joint-ddm")
+    p.add_argument("--models", default="full,simple",
+                   help="train (or load) only these, and stop: to train the two in parallel processes")
     args = p.parse_args()
     device = setup(args)
     from amortbayes import compare_models
@@ -75,8 +77,13 @@ def main() -> None:
     out = Path(args.out)
     models = {"full": FullDDM(), "simple": FullDDM(variability=False)}
     amortizers, result = {}, {"train_steps": args.epochs * args.iterations}
-    for name, model in models.items():
-        amortizers[name] = train_or_load(JointAmortizer, model, out / name, args, result, name)
+    chosen = [m.strip() for m in args.models.split(",")]
+    for name in chosen:
+        amortizers[name] = train_or_load(JointAmortizer, models[name], out / name, args, result, name)
+    result["row_encoding"] = {name: a.settings.row_encoding for name, a in amortizers.items()}
+    if set(chosen) != set(models):
+        emit({"benchmark": "joint_ddm", **result}, device)
+        return
     warnings.simplefilter("ignore")
 
     for name, model in models.items():

@@ -52,6 +52,7 @@ from amortbayes.amortizers.posterior import PosteriorAmortizer, PosteriorSetting
 from amortbayes.networks.flows import FlowSettings
 from amortbayes.networks.likelihood import LikelihoodNetwork
 from amortbayes.networks.mmd import median_bandwidth, mmd2_to_normal, mmd2_to_reference, reference_threshold
+from amortbayes.networks.row_encoding import make_row_encoding
 from amortbayes.simulation import Batch, ModelInfo, prepare_observed
 
 __all__ = ["JointAmortizer", "JointSettings", "SimulationGapWarning", "joint_sbc", "log_prior_of"]
@@ -80,6 +81,10 @@ class JointSettings:
         mmd_weight: weight ``lambda`` of the MMD term pulling learned summaries towards
             ``N(0, I)`` (0: none; the simulation-gap check works either way).
         seed: seed of the likelihood network's weight initialisation.
+        row_encoding: how the likelihood network sees a row
+            (:mod:`amortbayes.networks.row_encoding`): None takes the model's own
+            ``row_encoding()`` if it has one (the diffusion models: boundary as a category,
+            ``log(rt - t0)``), else the identity; ``{"kind": "identity"}`` turns it off.
     """
 
     posterior: PosteriorSettings = PosteriorSettings()
@@ -88,6 +93,7 @@ class JointSettings:
     recurrent: int = 0
     mmd_weight: float = 1.0
     seed: int = 0
+    row_encoding: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.mmd_weight, (int, float)) and self.mmd_weight >= 0 and math.isfinite(self.mmd_weight)):
@@ -143,7 +149,10 @@ class JointAmortizer(nn.Module):
         super().__init__()
         info = model if isinstance(model, ModelInfo) else model.info
         self.info = info
-        self.settings = s = settings or JointSettings()
+        s = settings or JointSettings()
+        if s.row_encoding is None and hasattr(model, "row_encoding"):
+            s = dataclasses.replace(s, row_encoding=dict(model.row_encoding()))
+        self.settings = s
         names = list(info.data_names)
         unknown = [c for c in s.covariates if c not in names]
         if unknown:
@@ -155,8 +164,9 @@ class JointAmortizer(nn.Module):
         self.posterior = PosteriorAmortizer(info, s.posterior)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)
+            encoding = make_row_encoding(s.row_encoding, len(self.modelled_columns), info.parameter_names)
             self.likelihood = LikelihoodNetwork(len(self.modelled_columns), len(info.parameter_names),
-                                                len(self.covariate_columns), s.likelihood, s.recurrent)
+                                                len(self.covariate_columns), s.likelihood, s.recurrent, encoding)
         summary = self.posterior.summary_net
         self.learned_dim = 0 if self.posterior.settings.summary == "none" else int(summary.out_features)
         # the learned summaries of held-out simulations (fit() calls calibrate() with its validation set)
@@ -172,7 +182,7 @@ class JointAmortizer(nn.Module):
         """Learn the standardization of parameters, data and the likelihood network's rows."""
         self.posterior.adapt(batch)
         rows, cov = self._split(batch["x"])
-        self.likelihood.adapt(rows, batch["mask"], cov)
+        self.likelihood.adapt(rows, batch["mask"], cov, batch["theta_global"])
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Posterior NLL + mean row NLL of the likelihood network (+ ``mmd_weight`` times the summaries' MMD^2)."""
@@ -181,7 +191,8 @@ class JointAmortizer(nn.Module):
         z = self.posterior.theta_map(batch["theta_global"])
         posterior = -self.posterior.flow.log_prob(z, context=context).mean()
         rows, cov = self._split(x)
-        likelihood = -self.likelihood.log_prob_rows(rows, mask, z, cov).sum() / mask.sum().clamp_min(1.0)
+        log_q = self.likelihood.log_prob_rows(rows, mask, z, cov, batch["theta_global"])
+        likelihood = -log_q.sum() / mask.sum().clamp_min(1.0)
         loss = posterior + likelihood
         if self.settings.mmd_weight > 0 and self.learned_dim and x.shape[0] > 1:
             loss = loss + self.settings.mmd_weight * mmd2_to_normal(context[:, : self.learned_dim])
@@ -263,7 +274,8 @@ class JointAmortizer(nn.Module):
 
     # -- likelihood -----------------------------------------------------------------------
     def _one_data_set(self, data: Any, caller: str) -> tuple[torch.Tensor, torch.Tensor]:
-        x, mask, single = prepare_observed(data, self.info)
+        # the likelihood is per row: only the posterior network cares about the data set's size
+        x, mask, single = prepare_observed(data, self.info, warn_outside=caller != "log_likelihood")
         if not single and x.shape[0] != 1:
             raise ValueError(f"{caller}() takes one data set, got {x.shape[0]}")
         return x, mask
@@ -297,7 +309,7 @@ class JointAmortizer(nn.Module):
                 m = t.shape[0]
                 z = self.posterior.theta_map(t)
                 c = None if cov is None else cov.expand(m, -1, -1)
-                lp = self.likelihood.log_prob_rows(rows.expand(m, -1, -1), torch.ones(m, n, device=dev), z, c)
+                lp = self.likelihood.log_prob_rows(rows.expand(m, -1, -1), torch.ones(m, n, device=dev), z, c, t)
                 parts.append(lp.double().cpu())
         return torch.cat(parts).numpy()
 
@@ -324,7 +336,7 @@ class JointAmortizer(nn.Module):
         with inference_mode(self):
             z = self.posterior.theta_map(th.to(dev))
             c = None if cov is None else cov.to(dev).expand(th.shape[0], -1, -1)
-            rows = self.likelihood.sample_rows(z, n, c, gen).cpu()
+            rows = self.likelihood.sample_rows(z, n, c, gen, th.to(dev)).cpu()
         out = torch.zeros(th.shape[0], n, len(self.info.data_names))
         out[..., self.modelled_columns] = rows
         if cov is not None:

@@ -27,7 +27,9 @@ all independent (``a`` has median 1.5, ``t0`` median 0.30 s).
 
 **Data.**  One continuous column ``rt_signed``: ``rt`` for an upper-boundary response and
 ``-rt`` for a lower-boundary one, a lossless encoding of ``(rt, choice)`` that a continuous
-density network can model (:func:`signed_rt`, :func:`split_signed_rt`).
+density network can model (:func:`signed_rt`, :func:`split_signed_rt`).  A joint amortizer's
+likelihood network models it as the boundary (a category) and ``log(rt - t0)`` given it
+(:meth:`FullDDM.row_encoding`), so no surrogate density falls below the non-decision time.
 
 **Likelihood.**  The density of one trial is the Wiener first-passage density averaged over
 ``(v_i, beta_i, tau_i)``.  The average over ``v_i`` is Gaussian and has a closed form, those
@@ -175,6 +177,10 @@ class FullDDM(FlatModel):
     def parameter_support(self) -> tuple[str, ...]:  # type: ignore[override]
         simple = ("real", "positive", "unit", "positive")
         return simple + ("positive", "unit", f"interval:0:{self.st0_max:g}") if self.variability else simple
+
+    def row_encoding(self) -> dict[str, str]:
+        """How a likelihood network should see a trial: boundary as a category, ``log(rt - t0)`` (no response before t0)."""
+        return {"kind": "signed_rt", "shift": "t0"}
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``(n, D)`` float32 draws from the prior of the module docstring."""
