@@ -46,6 +46,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from amortbayes.sensitivity import ContextSpace
+
 Batch = dict[str, torch.Tensor]
 
 
@@ -73,6 +75,7 @@ class ModelInfo:
         row_names: the row columns whose moments a ``"moments"`` group holds.
         row_shift: the moments are of the row columns less these values (empty: none), see
             :func:`amortbayes.moments.augmented_gram`.
+        contexts: the model's declared context space (:mod:`amortbayes.sensitivity`; empty: none).
     """
 
     name: str
@@ -87,6 +90,7 @@ class ModelInfo:
     group_data: str = "rows"
     row_names: tuple[str, ...] = ()
     row_shift: tuple[float, ...] = ()
+    contexts: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +106,7 @@ class ModelInfo:
             "group_data": self.group_data,
             "row_names": list(self.row_names),
             "row_shift": list(self.row_shift),
+            "contexts": dict(self.contexts),
         }
 
     @classmethod
@@ -119,6 +124,7 @@ class ModelInfo:
             group_data=str(d.get("group_data", "rows")),
             row_names=tuple(d.get("row_names", ())),
             row_shift=tuple(float(v) for v in d.get("row_shift", ())),
+            contexts=dict(d.get("contexts", {})),
         )
 
 
@@ -145,6 +151,7 @@ def model_info(model: Any) -> ModelInfo:
         group_data=str(getattr(model, "group_data", "rows")),
         row_names=tuple(getattr(model, "row_names", ())),
         row_shift=tuple(float(v) for v in getattr(model, "row_shift", ())),
+        contexts=ContextSpace(getattr(model, "contexts", None)).spec,
     )
 
 
@@ -167,7 +174,10 @@ class FlatModel(abc.ABC):
 
     Subclasses implement :meth:`sample_prior` and :meth:`simulate_data` for a whole batch;
     :meth:`simulate` draws a size ``N_i`` for every data set uniformly from ``n_obs``,
-    simulates at ``max N_i`` and masks the tail of the shorter data sets.
+    simulates at ``max N_i`` and masks the tail of the shorter data sets.  A model with a
+    ``contexts`` declaration (:mod:`amortbayes.sensitivity`) takes each data set's context
+    values as ``context=`` (a dict of ``(B,)`` tensors) in both methods, and its batches
+    carry them encoded as ``"context"``.
     """
 
     name: str = "model"
@@ -202,12 +212,17 @@ class FlatModel(abc.ABC):
     ) -> Batch:
         """Simulate a batch with a size ``N_i`` drawn per data set from ``n_obs`` (inclusive)."""
         lo, hi = _size_range(self.n_obs if n_obs is None else n_obs)
-        theta = self.sample_prior(batch_size, generator).float()
+        space = ContextSpace(getattr(self, "contexts", None))
+        kw = {"context": space.sample(batch_size, generator)} if space else {}
+        theta = self.sample_prior(batch_size, generator, **kw).float()
         sizes = torch.randint(lo, hi + 1, (batch_size,), generator=generator)
         n_max = int(sizes.max())
-        x = self.simulate_data(theta, n_max, generator).float()
+        x = self.simulate_data(theta, n_max, generator, **kw).float()
         mask = (torch.arange(n_max)[None, :] < sizes[:, None]).float()
-        return {"theta_global": theta, "x": x * mask[..., None], "mask": mask}
+        batch = {"theta_global": theta, "x": x * mask[..., None], "mask": mask}
+        if space:
+            batch["context"] = space.encode(kw["context"])
+        return batch
 
 
 class MultilevelModel(abc.ABC):

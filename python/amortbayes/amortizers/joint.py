@@ -154,6 +154,9 @@ class JointAmortizer(nn.Module):
             s = dataclasses.replace(s, row_encoding=dict(model.row_encoding()))
         self.settings = s
         names = list(info.data_names)
+        if info.contexts:
+            raise ValueError("joint amortizers do not take contexts yet; train a PosteriorAmortizer of the model "
+                             "with contexts")
         unknown = [c for c in s.covariates if c not in names]
         if unknown:
             raise ValueError(f"unknown covariate column(s) {unknown}; the model's data columns are {names}")

@@ -51,6 +51,7 @@ from amortbayes.networks import (
 from amortbayes.budget import budget_defaults
 from amortbayes.networks.standardize import soft_bound
 from amortbayes.networks.summary import n_statistics, with_statistics
+from amortbayes.sensitivity import ContextSpace
 from amortbayes.simulation import Batch, ModelInfo, Simulator, prepare_observed
 
 
@@ -147,7 +148,10 @@ class PosteriorAmortizer(nn.Module):
                 s.summary, n_feat, s.summary_dim, s.summary_hidden, scale_free=max(info.n_obs) > 1,
                 rows=info.n_obs[1],
             )
-            self.flow = build_flow(n_par, self.summary_net.out_features + n_statistics(self.summary_net), s.flow)
+            # a model with contexts (amortbayes.sensitivity): the flow also sees each data set's context
+            self.contexts = ContextSpace(info.contexts)
+            self.flow = build_flow(n_par, self.summary_net.out_features + n_statistics(self.summary_net)
+                                   + self.contexts.width, s.flow)
 
     # -- training -------------------------------------------------------------------------
     def adapt(self, batch: Batch) -> None:
@@ -161,32 +165,61 @@ class PosteriorAmortizer(nn.Module):
         z = soft_bound(self.x_std(x)) * mask.unsqueeze(-1)
         return with_statistics(self.summary_net, z, mask)
 
+    def condition(self, x: torch.Tensor, mask: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The flow's full condition: :meth:`embed` and, for a model with contexts, the encoded context ``(B, C)``."""
+        h = self.embed(x, mask)
+        if not self.contexts:
+            return h
+        if context is None:
+            raise ValueError(f"this amortizer is conditioned on the contexts {list(self.contexts.names)}")
+        return torch.cat([h, context.to(h).expand(h.shape[0], -1)], dim=-1)
+
+    def user_context(self, context: Any, n: int = 1) -> torch.Tensor | None:
+        """A user's context dict checked and encoded ``(n, C)`` (None for an amortizer without contexts).
+
+        Raises:
+            ValueError: context values for an amortizer trained without contexts, an unknown
+                context name, or a value outside the trained range.
+        """
+        if not self.contexts:
+            if context:
+                raise ValueError(f"unknown context {next(iter(context))!r}; this amortizer was trained without "
+                                 "contexts (declare them on the model: amortbayes.sensitivity)")
+            return None
+        return self.contexts.encode(self.contexts.resolve(context, n))
+
     def loss(self, batch: Batch) -> torch.Tensor:
         """Mean negative log posterior density of the standardized parameters."""
-        context = self.embed(batch["x"], batch["mask"])
+        context = self.condition(batch["x"], batch["mask"], batch.get("context"))
         z = self.theta_map(batch["theta_global"])
         return -self.flow.log_prob(z, context=context).mean()
 
     # -- inference ------------------------------------------------------------------------
     def sample_array(
-        self, data: Any, n: int = 1000, *, seed: int | None = None, parameters: Sequence[str] | None = None
+        self, data: Any, n: int = 1000, *, seed: int | None = None, parameters: Sequence[str] | None = None,
+        context: dict[str, Any] | None = None,
     ) -> np.ndarray:
-        """Posterior draws as a numpy array: ``(n, D)`` for one data set, ``(B, n, D)`` for many."""
-        draws, single = self._draws(data, n, seed)
+        """Posterior draws as a numpy array: ``(n, D)`` for one data set, ``(B, n, D)`` for many.
+
+        ``context``: for a model with contexts, the modelling choices to condition on (names to
+        values; defaults: powers 1, first options), the same for every data set.
+        """
+        draws, single = self._draws(data, n, seed, context)
         cols = select_parameters(self.info.parameter_names, parameters)
         out = draws[..., cols]
         return out[0] if single else out
 
     def sample(
-        self, data: Any, n: int = 1000, *, seed: int | None = None, parameters: Sequence[str] | None = None
+        self, data: Any, n: int = 1000, *, seed: int | None = None, parameters: Sequence[str] | None = None,
+        context: dict[str, Any] | None = None,
     ) -> pd.DataFrame:
         """Posterior draws as a DataFrame with one column per parameter.
 
         ``data`` is one data set (array or DataFrame ``(N, F)``) or many (a ``(B, N, F)``
         array or a list of data sets of any sizes); many data sets add the columns
-        ``dataset`` and ``draw`` (long format).
+        ``dataset`` and ``draw`` (long format).  ``context``: see :meth:`sample_array`.
         """
-        draws, single = self._draws(data, n, seed)
+        draws, single = self._draws(data, n, seed, context)
         cols = select_parameters(self.info.parameter_names, parameters)
         names = [self.info.parameter_names[c] for c in cols]
         return draws_to_frame(draws[..., cols], names, single)
@@ -196,7 +229,7 @@ class PosteriorAmortizer(nn.Module):
         df = self.sample(data, n, seed=seed)
         return summarize_draws(df, by="dataset" if "dataset" in df.columns else None)
 
-    def log_prob(self, theta: Any, data: Any) -> np.ndarray:
+    def log_prob(self, theta: Any, data: Any, *, context: dict[str, Any] | None = None) -> np.ndarray:
         """Posterior log density ``log q(theta | x)`` on the original parameter scale.
 
         ``theta`` is ``(M, D)`` (array, dict or DataFrame with the parameter names) and is
@@ -206,9 +239,10 @@ class PosteriorAmortizer(nn.Module):
         self.theta_map.check_support(th, self.info.parameter_names)
         x, mask, single = prepare_observed(data, self.info)
         self.data_range.check(x, mask)
+        c = self.user_context(context)
         dev = module_device(self)
         with inference_mode(self):
-            context = self.embed(x.to(dev), mask.to(dev))
+            context = self.condition(x.to(dev), mask.to(dev), c)
             b, m = context.shape[0], th.shape[0]
             th = th.to(dev)
             z = self.theta_map(th).repeat(b, 1)
@@ -216,17 +250,60 @@ class PosteriorAmortizer(nn.Module):
             lp = (lp + self.theta_map.log_abs_det(th)[None, :]).cpu().numpy()
         return lp[0] if single else lp
 
-    def _draws(self, data: Any, n: int, seed: int | None) -> tuple[np.ndarray, bool]:
+    def _draws(self, data: Any, n: int, seed: int | None, context: Any = None) -> tuple[np.ndarray, bool]:
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"number of draws must be a positive integer, got {n!r}")
         x, mask, single = prepare_observed(data, self.info)
         self.data_range.check(x, mask)
+        c = self.user_context(context)
         dev = module_device(self)
         with inference_mode(self):
-            context = self.embed(x.to(dev), mask.to(dev))
+            context = self.condition(x.to(dev), mask.to(dev), c)
             z = sample_flow(self.flow, int(n), context, make_generator(seed))
             theta = self.theta_map.inverse(z)
         return theta.cpu().numpy(), single
+
+    def sample_contexts(self, data: Any, contexts: Sequence[dict[str, Any]], n: int = 1000, *,
+                        seed: int | None = None) -> np.ndarray:
+        """Draws of one data set under each of ``G`` contexts in one batched pass: ``(G, n, D)``.
+
+        Every context pushes the same base draws through its flow (common random numbers), so
+        differences between contexts are not Monte Carlo noise.
+        """
+        cond = self._context_condition(data, contexts)
+        with inference_mode(self):
+            eps = torch.randn(1, int(n), len(self.info.parameter_names), generator=make_generator(seed))
+            z = sample_flow(self.flow, int(n), cond, eps=eps.expand(cond.shape[0], -1, -1))
+            return self.theta_map.inverse(z).cpu().numpy()
+
+    def log_prob_contexts(self, theta: Any, data: Any, contexts: Sequence[dict[str, Any]]) -> np.ndarray:
+        """``log q(theta | x, c_g)`` of ``theta (M, D)`` under each of ``G`` contexts for one data set: ``(G, M)``."""
+        th = torch.from_numpy(theta_from_user(theta, self.info.parameter_names))
+        self.theta_map.check_support(th, self.info.parameter_names)
+        cond = self._context_condition(data, contexts)
+        with inference_mode(self):
+            th = th.to(cond.device)
+            g, m = cond.shape[0], th.shape[0]
+            z = self.theta_map(th).repeat(g, 1)
+            lp = self.flow.log_prob(z, context=cond.repeat_interleave(m, dim=0)).reshape(g, m)
+            return (lp + self.theta_map.log_abs_det(th)[None, :]).double().cpu().numpy()
+
+    def _context_condition(self, data: Any, contexts: Sequence[dict[str, Any]]) -> torch.Tensor:
+        """The flow's condition ``(G, C')`` of one data set under each context (each checked as :meth:`user_context`)."""
+        if not self.contexts:
+            raise ValueError("this amortizer was trained without contexts (declare them on the model: "
+                             "amortbayes.sensitivity)")
+        if len(contexts) < 1:
+            raise ValueError("give at least one context")
+        x, mask, _ = prepare_observed(data, self.info)
+        if x.shape[0] != 1:
+            raise ValueError(f"one data set at a time, got {x.shape[0]}")
+        self.data_range.check(x, mask)
+        c = torch.cat([self.user_context(ci) for ci in contexts])
+        dev = module_device(self)
+        with inference_mode(self):
+            h = self.embed(x.to(dev), mask.to(dev))
+            return torch.cat([h.expand(len(contexts), -1), c.to(h)], dim=-1)
 
     def log_marginal_likelihood(self, data: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
         """Not available: the marginal likelihood needs a likelihood, which a posterior network alone does not have.

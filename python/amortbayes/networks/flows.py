@@ -163,7 +163,7 @@ def quasi_normal(b: int, n: int, dim: int, generator: torch.Generator | None = N
 
 def sample_flow(
     flow: Flow, n: int, context: torch.Tensor, generator: torch.Generator | None = None, *, log_prob: bool = False,
-    qmc: bool = False,
+    qmc: bool = False, eps: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``n`` draws per context row, shape ``(B, n, dim)``, in one vectorized pass.
 
@@ -184,7 +184,9 @@ def sample_flow(
     if isinstance(context, PairedContext) and (n != 1 or not grouped):
         context = context.materialize()  # the couplings take it with one draw per row; nflows' transforms never
     ctx = context if grouped else context.repeat_interleave(n, dim=0)
-    if qmc and n > 1:
+    if eps is not None:  # given standard-normal base draws (B, n, dim): common random numbers across contexts
+        eps = eps.to(device=context.device, dtype=context.dtype)
+    elif qmc and n > 1:
         eps = quasi_normal(b, n, dim, generator, context.dtype).to(context.device)
     else:
         eps = torch.randn(b, n, dim, generator=generator, dtype=context.dtype).to(context.device)

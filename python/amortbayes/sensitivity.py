@@ -1,0 +1,262 @@
+"""Sensitivity-aware amortization: modelling choices as context variables the simulator receives and the networks condition on.
+
+A statistician's analysis rests on choices the data do not make: the prior's scale, the
+likelihood family, which rows count.  Instead of one amortizer per choice, a model declares a
+*context space* and every simulated data set draws its own context ``c``; the simulator uses
+it and the posterior network learns ``q(theta | x, c)`` (Elsemüller et al. 2023).  Then a
+sensitivity analysis over a whole family of choices is a batch of network passes.
+
+Contexts (a dict ``name -> declaration``, JSON-ready, saved in the amortizer's ModelInfo):
+
+``power_scale("prior", 0.5, 2)``
+    the prior raised to a power, ``p(theta)^alpha`` (normalized), ``alpha`` log-uniform in the
+    range during training; ``power_scale("likelihood", ...)`` raises each observation's
+    likelihood, ``p(x_i | theta)^beta``.  Power-scaling as priorsense defines it (Kallioinen
+    et al. 2023); the model simulates the powered densities directly where its families are
+    closed under powers (normal: variance / alpha; Student-t: ``nu' = alpha (nu + 1) - 1``,
+    scale ``* sqrt(nu / nu')``; exponential: rate * alpha; gamma, beta) and says so in its docs.
+``choice("normal", "student_t")``
+    a discrete alternative (here: the likelihood family), one-hot to the networks.
+
+The networks see ``log alpha`` for a power and the one-hot columns of a choice.
+
+References:
+    Elsemüller, Olischläger, Schmitt, Bürkner, Köthe & Radev (2023). Sensitivity-aware
+    amortized Bayesian inference. arXiv:2310.11122.
+    Kallioinen, Paananen, Bürkner & Vehtari (2023). Detecting and diagnosing prior and
+    likelihood sensitivity with power-scaling. Statistics and Computing 34, 57.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["ContextSpace", "choice", "power_scale", "powerscale_sensitivity", "sensitivity_sweep"]
+
+COMPONENTS = ("prior", "likelihood")
+
+
+def power_scale(component: str, low: float = 0.5, high: float = 2.0) -> dict[str, Any]:
+    """Declare a power-scaling context of ``"prior"`` or ``"likelihood"`` over ``[low, high]`` (must hold 1).
+
+    Example:
+        >>> power_scale("prior")
+        {'power': 'prior', 'range': [0.5, 2.0]}
+    """
+    return {"power": component, "range": [float(low), float(high)]}
+
+
+def choice(*options: str) -> dict[str, Any]:
+    """Declare a discrete context among ``options`` (the first is the default).
+
+    Example:
+        >>> choice("normal", "student_t")
+        {'choices': ['normal', 'student_t']}
+    """
+    return {"choices": [str(o) for o in options]}
+
+
+class ContextSpace:
+    """The declared contexts of a model: sampling for training, encoding for the networks, checking users' values.
+
+    Example:
+        >>> space = ContextSpace({"alpha": power_scale("prior"), "likelihood": choice("normal", "student_t")})
+        >>> space.width, space.names
+        (3, ('alpha', 'likelihood'))
+        >>> c = space.sample(4, torch.Generator().manual_seed(0))
+        >>> space.encode(c).shape
+        torch.Size([4, 3])
+        >>> space.resolve({"likelihood": "student_t"})
+        {'alpha': tensor([1.]), 'likelihood': tensor([1.])}
+    """
+
+    def __init__(self, spec: Mapping[str, Any] | None = None):
+        self.spec: dict[str, dict[str, Any]] = {}
+        for name, d in dict(spec or {}).items():
+            d = dict(d)
+            if "power" in d:
+                lo, hi = (float(v) for v in d.get("range", (0.5, 2.0)))
+                if d["power"] not in COMPONENTS:
+                    raise ValueError(f"context {name!r}: power-scaling applies to {COMPONENTS}, got {d['power']!r}")
+                if not (0 < lo <= 1 <= hi and lo < hi and math.isfinite(hi)):
+                    raise ValueError(f"context {name!r}: the range of a power must hold 1 and lie in (0, inf), "
+                                     f"got [{lo}, {hi}]")
+                d = {"power": d["power"], "range": [lo, hi]}
+            elif "choices" in d:
+                options = [str(o) for o in d["choices"]]
+                if len(options) < 2 or len(set(options)) != len(options):
+                    raise ValueError(f"context {name!r}: a choice needs two or more distinct options, got {options}")
+                d = {"choices": options}
+            else:
+                raise ValueError(f"context {name!r}: declare it with power_scale(...) or choice(...), got {d}")
+            self.spec[str(name)] = d
+
+    def __bool__(self) -> bool:
+        return bool(self.spec)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.spec)
+
+    @property
+    def width(self) -> int:
+        """Columns of the encoded context: one per power, one per option of a choice."""
+        return sum(1 if "power" in d else len(d["choices"]) for d in self.spec.values())
+
+    def power(self, component: str) -> str | None:
+        """The name of the context that power-scales ``component``, if any."""
+        return next((n for n, d in self.spec.items() if d.get("power") == component), None)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``n`` draws of every context: powers log-uniform in their range, choices uniform (as option indices)."""
+        out = {}
+        for name, d in self.spec.items():
+            if "power" in d:
+                lo, hi = (math.log(v) for v in d["range"])
+                out[name] = torch.exp(lo + (hi - lo) * torch.rand(n, generator=generator))
+            else:
+                out[name] = torch.randint(len(d["choices"]), (n,), generator=generator).float()
+        return out
+
+    def encode(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``(n, width)`` network input: ``log`` of each power, one-hot of each choice."""
+        cols = []
+        for name, d in self.spec.items():
+            v = torch.as_tensor(values[name], dtype=torch.float32).reshape(-1)
+            if "power" in d:
+                cols.append(torch.log(v)[:, None])
+            else:
+                cols.append(torch.nn.functional.one_hot(v.long(), len(d["choices"])).float())
+        return torch.cat(cols, dim=-1)
+
+    def resolve(self, values: Mapping[str, Any] | None, n: int = 1) -> dict[str, torch.Tensor]:
+        """A user's context (names to values; option names for choices), defaults filled in, checked.
+
+        Defaults: 1 for a power (the model as written), the first option of a choice.
+        ``n`` repeats a single value; a value may also be a sequence of ``n``.
+
+        Raises:
+            ValueError: an unknown name (naming the known ones), a power outside its trained
+                range (naming it), an unknown option (naming the options).
+        """
+        values = dict(values or {})
+        unknown = [k for k in values if k not in self.spec]
+        if unknown:
+            known = ", ".join(self.spec) if self.spec else "none (the amortizer was trained without contexts)"
+            raise ValueError(f"unknown context {unknown[0]!r}; known contexts: {known}")
+        out = {}
+        for name, d in self.spec.items():
+            raw = values.get(name, 1.0 if "power" in d else d["choices"][0])
+            items = [raw] * n if isinstance(raw, str) or not hasattr(raw, "__len__") else list(raw)
+            if "power" in d:
+                v = torch.tensor([float(a) for a in items])
+                lo, hi = d["range"]
+                bad = (v < lo * (1 - 1e-9)) | (v > hi * (1 + 1e-9)) | ~torch.isfinite(v)
+                if bool(bad.any()):
+                    raise ValueError(f"context {name} = {float(v[bad][0]):g} is outside the trained range "
+                                     f"[{lo:g}, {hi:g}]")
+            else:
+                options = d["choices"]
+                wrong = [a for a in items if str(a) not in options]
+                if wrong:
+                    raise ValueError(f"context {name} = {wrong[0]!r} is not one of the trained options {options}")
+                v = torch.tensor([float(options.index(str(a))) for a in items])
+            out[name] = v
+        return out
+
+    def label(self, values: Mapping[str, torch.Tensor], i: int) -> dict[str, Any]:
+        """Row ``i`` of resolved values as plain Python (option names for choices)."""
+        return {name: (float(values[name][i]) if "power" in d else d["choices"][int(values[name][i])])
+                for name, d in self.spec.items()}
+
+
+# -- analyses with a context-conditioned amortizer -------------------------------------------
+def _posterior_amortizer(amortizer: Any) -> Any:
+    """The network holding the contexts (a PosteriorAmortizer; a fit's amortizer)."""
+    net = getattr(amortizer, "amortizer", amortizer)
+    if not hasattr(net, "sample_contexts"):
+        raise TypeError(f"{type(amortizer).__name__} does not take contexts; train a PosteriorAmortizer of a model "
+                        "with contexts")
+    return net
+
+
+def sensitivity_sweep(amortizer: Any, data: Any, grid: Mapping[str, Any] | Sequence[Mapping[str, Any]], *,
+                      n: int = 2000, seed: int | None = 0, probs: Sequence[float] = (0.05, 0.5, 0.95)):
+    """Posterior summaries of one data set over a grid of contexts, as a tidy DataFrame.
+
+    Args:
+        amortizer: a context-conditioned :class:`~amortbayes.amortizers.PosteriorAmortizer`.
+        data: one data set.
+        grid: ``{name: values}`` (every combination) or a list of context dicts.
+        n: draws per context (the same base draws for all: smooth curves).
+
+    Returns:
+        one row per context and parameter: the context's columns, ``variable``, ``mean``,
+        ``sd`` and a column per quantile (``q5``, ``q50``, ``q95``); plot it with
+        :func:`amortbayes.plots.plot_sensitivity_sweep`.
+
+    Example:
+        >>> # sensitivity_sweep(amortizer, y, {"alpha": np.geomspace(0.5, 2, 50)})
+    """
+    import itertools
+
+    import numpy as np
+    import pandas as pd
+
+    net = _posterior_amortizer(amortizer)
+    if isinstance(grid, Mapping):
+        keys = list(grid)
+        contexts = [dict(zip(keys, combo)) for combo in itertools.product(*(list(grid[k]) for k in keys))]
+    else:
+        contexts = [dict(c) for c in grid]
+    draws = net.sample_contexts(data, contexts, n, seed=seed)  # (G, n, D)
+    names = list(net.info.parameter_names)
+    rows = []
+    for g, ctx in enumerate(contexts):
+        label = net.contexts.label(net.contexts.resolve(ctx), 0)
+        q = np.quantile(draws[g], probs, axis=0)
+        for d, name in enumerate(names):
+            rows.append({**label, "variable": name, "mean": float(draws[g, :, d].mean()),
+                         "sd": float(draws[g, :, d].std(ddof=1)),
+                         **{f"q{100 * p:g}": float(q[i, d]) for i, p in enumerate(probs)}})
+    return pd.DataFrame(rows)
+
+
+def powerscale_sensitivity(amortizer: Any, data: Any, *, n: int = 4000, delta: float = 0.01, seed: int | None = 0,
+                           context: Mapping[str, Any] | None = None):
+    """Priorsense's power-scaling sensitivity of one data set's posterior, from the context-conditioned network.
+
+    The base draws come from ``q(theta | x, c)`` at ``c`` (default: every power 1); the
+    posteriors with the prior (likelihood) power-scaled by ``1 / (1 + delta)`` and ``1 + delta``
+    are the same draws weighted by the network's density ratio
+    ``q(theta | x, alpha) / q(theta | x, 1)``, and the distances and derivative are priorsense's
+    (:mod:`amortbayes.diagnostics.powerscale`).  A component the amortizer has no power context
+    for gets NaN.
+
+    Returns:
+        a DataFrame of ``variable``, ``prior``, ``likelihood``, ``diagnosis``.
+    """
+    import numpy as np
+
+    from amortbayes.diagnostics.powerscale import powerscale_diagnosis, sensitivity_from_weights
+
+    if not (isinstance(delta, (int, float)) and 0 < delta < 0.5):
+        raise ValueError(f"delta must be in (0, 0.5), got {delta!r}")
+    net = _posterior_amortizer(amortizer)
+    base = dict(context or {})
+    draws = net.sample_contexts(data, [base], n, seed=seed)[0]
+    out = {}
+    for component in COMPONENTS:
+        name = net.contexts.power(component)
+        if name is None:
+            out[component] = np.full(draws.shape[1], np.nan)
+            continue
+        a0 = float(base.get(name, 1.0))
+        contexts = [base | {name: a0 / (1 + delta)}, base | {name: a0 * (1 + delta)}, base | {name: a0}]
+        lp = net.log_prob_contexts(draws, data, contexts)
+        out[component] = sensitivity_from_weights(draws, lp[0] - lp[2], lp[1] - lp[2], delta)
+    return powerscale_diagnosis(out["prior"], out["likelihood"], net.info.parameter_names)

@@ -1,0 +1,142 @@
+"""Sensitivity contexts: declared spaces, power-scaled simulation, context-conditioned amortizers, priorsense's diagnostic."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from amortbayes import TrainSettings, fit, load, save
+from amortbayes.amortizers import PosteriorAmortizer
+from amortbayes.diagnostics.powerscale import cjs_distance, powerscale_diagnosis, powerscale_from_draws
+from amortbayes.models import ConjugateGaussian, simulated_data_sets
+from amortbayes.sensitivity import ContextSpace, choice, power_scale, powerscale_sensitivity, sensitivity_sweep
+
+SPACE = {"alpha": power_scale("prior"), "beta": power_scale("likelihood"), "likelihood": choice("normal", "student_t")}
+
+
+@pytest.fixture(scope="module")
+def briefly_trained():
+    model = ConjugateGaussian(dim=1, contexts=SPACE)
+    amortizer = PosteriorAmortizer(model)
+    fit(amortizer, model, settings=TrainSettings(epochs=2, iterations_per_epoch=50), progress=False, seed=0)
+    return model, amortizer
+
+
+def test_context_space_samples_in_range_encodes_and_checks_users_values():
+    space = ContextSpace(SPACE)
+    c = space.sample(5000, torch.Generator().manual_seed(0))
+    assert 0.5 <= float(c["alpha"].min()) and float(c["alpha"].max()) <= 2.0
+    assert abs(float(torch.log(c["alpha"]).mean())) < 0.03  # log-uniform around 1
+    assert set(c["likelihood"].tolist()) == {0.0, 1.0}
+    enc = space.encode(space.resolve({"alpha": 2.0, "likelihood": "student_t"}))
+    assert torch.allclose(enc, torch.tensor([[np.log(2.0), 0.0, 0.0, 1.0]], dtype=torch.float32))
+    with pytest.raises(ValueError, match="unknown context 'gamma'; known contexts: alpha, beta, likelihood"):
+        space.resolve({"gamma": 1.0})
+    with pytest.raises(ValueError, match=r"context alpha = 3 is outside the trained range \[0.5, 2\]"):
+        space.resolve({"alpha": 3.0})
+    with pytest.raises(ValueError, match="not one of the trained options"):
+        space.resolve({"likelihood": "cauchy"})
+    with pytest.raises(ValueError, match="must hold 1"):
+        ContextSpace({"alpha": power_scale("prior", 1.5, 2.0)})
+
+
+def test_power_scaled_prior_and_likelihood_are_simulated_exactly():
+    model = ConjugateGaussian(dim=1, prior_sd=2.0, noise_sd=0.5, contexts=SPACE)
+    g = torch.Generator().manual_seed(1)
+    n = 200_000
+    theta = model.sample_prior(n, g, context={"alpha": torch.full((n,), 0.5)})
+    assert float(theta.std()) == pytest.approx(2.0 / np.sqrt(0.5), rel=0.01)
+    for beta in (0.5, 2.0):
+        ctx = {"beta": torch.tensor([beta]), "likelihood": torch.tensor([0.0])}
+        x = model.simulate_data(torch.zeros(1, 1), n, g, context=ctx)[0, :, 0].numpy()
+        assert x.std() == pytest.approx(0.5 / np.sqrt(beta), rel=0.01)
+        # Student-t likelihood to the power beta: t with nu' = beta (nu + 1) - 1 and scale sigma sqrt(nu / nu')
+        ctx["likelihood"] = torch.tensor([1.0])
+        x = model.simulate_data(torch.zeros(1, 1), n, g, context=ctx)[0, :, 0].numpy()
+        nu = beta * 4 - 1
+        ref = stats.t(nu, scale=0.5 * np.sqrt(3 / nu))
+        assert stats.kstest(x[:20000], ref.cdf).pvalue > 0.001
+    with pytest.raises(ValueError, match="no proper density"):
+        ConjugateGaussian(dim=1, student_df=1.0, contexts={"beta": power_scale("likelihood", 0.4, 2)})
+
+
+def test_context_amortizer_trains_samples_saves_and_loads(briefly_trained, tmp_path):
+    model, amortizer = briefly_trained
+    assert model.simulate(4, torch.Generator().manual_seed(0))["context"].shape == (4, 4)
+    x = np.random.default_rng(0).normal(size=(12, 1))
+    d = amortizer.sample_array(x, 50, seed=3, context={"alpha": 0.7, "likelihood": "student_t"})
+    loaded = load(save(amortizer, tmp_path / "ctx"))
+    assert loaded.info.contexts == amortizer.info.contexts
+    assert np.allclose(loaded.sample_array(x, 50, seed=3, context={"alpha": 0.7, "likelihood": "student_t"}), d)
+    # the same base draws under every context of a sweep: a context repeated gives the same draws
+    draws = amortizer.sample_contexts(x, [{"alpha": 0.8}, {"alpha": 1.2}, {"alpha": 0.8}], 100, seed=0)
+    assert np.array_equal(draws[0], draws[2]) and not np.allclose(draws[0], draws[1])
+    table = sensitivity_sweep(amortizer, x, {"alpha": [0.5, 1.0, 2.0], "likelihood": ["normal", "student_t"]}, n=200)
+    assert len(table) == 6 and {"alpha", "likelihood", "variable", "mean", "sd", "q5", "q50", "q95"} <= set(table)
+    with pytest.raises(ValueError, match=r"outside the trained range \[0.5, 2\]"):
+        amortizer.sample_array(x, 10, context={"beta": 4.0})
+    plain = PosteriorAmortizer(ConjugateGaussian(dim=1))
+    with pytest.raises(ValueError, match="trained without contexts"):
+        plain.sample_array(x, 10, context={"alpha": 1.0})
+
+
+def test_cjs_distance_and_reweighted_sensitivity_equal_arviz_psens():
+    az = pytest.importorskip("arviz")
+    xr = pytest.importorskip("xarray")
+    rng = np.random.default_rng(2)
+    model = ConjugateGaussian(dim=1, prior_mean=1.0, prior_sd=0.5)
+    for n in (3, 30):
+        x = rng.normal(2.5, 1.0, size=(n, 1))
+        mu, sd = model.posterior(x)
+        draws = rng.normal(mu[0, 0], sd[0, 0], size=(4000, 1))
+        lp, ll = model.log_prior(draws).numpy(), model.log_likelihood_rows(x, draws)
+        ours = powerscale_from_draws(draws, lp, ll, ["mu"])
+        idata = az.from_dict(posterior={"mu": draws[None, :, 0]}, log_likelihood={"y": ll[None]})
+        idata.add_groups({"log_prior": xr.Dataset({"mu": xr.DataArray(lp[None], dims=("chain", "draw"))})})
+        assert float(ours["prior"][0]) == pytest.approx(float(az.psens(idata, component="prior")["mu"]), rel=1e-6)
+        assert float(ours["likelihood"][0]) == pytest.approx(float(az.psens(idata, component="likelihood")["mu"]),
+                                                              rel=1e-6)
+    assert float(cjs_distance(draws, np.ones(len(draws)))[0]) < 1e-6
+    assert powerscale_diagnosis([0.2], [0.01])["diagnosis"][0] == "potential strong prior / weak likelihood"
+
+
+def test_power_scaling_sensitivity_grows_with_the_prior_weight_and_conflict():
+    """The reweighting diagnostic against known behaviour: an informative prior far from the data is flagged."""
+    rng = np.random.default_rng(3)
+    weak = ConjugateGaussian(dim=1, prior_sd=10.0)
+    strong = ConjugateGaussian(dim=1, prior_mean=-2.0, prior_sd=0.3)
+    x = rng.normal(1.0, 1.0, size=(20, 1))
+    out = {}
+    for name, model in (("weak", weak), ("strong", strong)):
+        mu, sd = model.posterior(x)
+        draws = rng.normal(mu[0, 0], sd[0, 0], size=(4000, 1))
+        out[name] = powerscale_from_draws(draws, model.log_prior(draws).numpy(), model.log_likelihood_rows(x, draws))
+    assert out["weak"]["diagnosis"][0] == "-" and out["weak"]["prior"][0] < 0.05
+    assert out["strong"]["diagnosis"][0] == "potential prior-data conflict"
+
+
+@pytest.mark.slow
+def test_context_amortizer_matches_power_scaled_closed_forms_and_reweighting():
+    """The issue's bar: alpha, beta across [0.5, 2]: means within 0.1 posterior SD, SDs within 10 %."""
+    model = ConjugateGaussian(dim=1, contexts={"alpha": power_scale("prior"), "beta": power_scale("likelihood")})
+    amortizer = PosteriorAmortizer(model)
+    fit(amortizer, model, settings=TrainSettings(epochs=30, iterations_per_epoch=200, learning_rate=5e-4),
+        progress=False, seed=0)
+    base = ConjugateGaussian(dim=1)
+    grid = [{"alpha": a, "beta": b} for a in (0.5, 1.0, 2.0) for b in (0.5, 1.0, 2.0)]
+    flags = 0
+    for k, (_, x) in enumerate(simulated_data_sets(base, 8, seed=5)):
+        draws = amortizer.sample_contexts(x, grid, 4000, seed=k)[..., 0]
+        for c, d in zip(grid, draws):
+            mu, sd = base.posterior(x, **c)
+            assert abs(d.mean() - mu[0, 0]) < 0.1 * sd[0, 0], (k, c)
+            assert abs(d.std() / sd[0, 0] - 1) < 0.1, (k, c)
+        mu, sd = base.posterior(x)
+        exact = np.random.default_rng(k).normal(mu[0, 0], sd[0, 0], size=(8000, 1))
+        ref = powerscale_from_draws(exact, base.log_prior(exact).numpy(), base.log_likelihood_rows(x, exact))
+        net = powerscale_sensitivity(amortizer, x, n=8000, seed=k)
+        assert abs(net["prior"][0] - ref["prior"][0]) < 0.02 and abs(net["likelihood"][0] - ref["likelihood"][0]) < 0.02
+        flags += net["diagnosis"][0] == ref["diagnosis"][0]
+    assert flags >= 7
