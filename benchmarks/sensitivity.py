@@ -1,6 +1,6 @@
 """Sensitivity-aware amortization of the conjugate Gaussian model against closed forms, Stan refits and importance reweighting.
 
-Usage: python benchmarks/sensitivity.py [--epochs E --iterations I] [--data-sets 20] [--stan-refits 50] [--out DIR]
+Usage: python benchmarks/sensitivity.py [--epochs E --iterations I] [--data-sets 20] [--sweep-points 50] [--no-stan] [--out DIR]
 Prints one JSON object.  Trains (or loads from --out) three PosteriorAmortizers with the
 default networks on ``ConjugateGaussian(dim=1)``:
 
@@ -26,7 +26,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from _common import emit, parser, setup, train_or_load, training_arguments
 
@@ -35,7 +34,8 @@ def main() -> None:
     p = parser(__doc__)
     training_arguments(p, epochs=30, iterations=200, lr=5e-4)
     p.add_argument("--data-sets", type=int, default=20)
-    p.add_argument("--stan-refits", type=int, default=50)
+    p.add_argument("--sweep-points", type=int, default=50, help="contexts of the timed sweep (and Stan refits)")
+    p.add_argument("--no-stan", action="store_true", help="skip the Stan refits")
     p.add_argument("--out", default="benchmark-sensitivity")
     args = p.parse_args()
     device = setup(args)
@@ -104,12 +104,15 @@ def main() -> None:
 
     # a 50-point sweep against 50 Stan refits of the same power-scaled posteriors
     _, x = simulated_data_sets(base, 1, seed=17)[0]
-    alphas = np.geomspace(0.5, 2.0, args.stan_refits)
+    alphas = np.geomspace(0.5, 2.0, args.sweep_points)
     t0 = time.perf_counter()
     sweep = sensitivity_sweep(amortizer, x, {"alpha": alphas}, n=4000)
     result["sweep_seconds"] = round(time.perf_counter() - t0, 3)
     try:
         from amortbayes.reference.stan import fit_stan
+
+        if args.no_stan:
+            raise RuntimeError("--no-stan")
 
         t0 = time.perf_counter()
         stan_means = []

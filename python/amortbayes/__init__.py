@@ -2,6 +2,8 @@
 
 from amortbayes._version import __version__
 from amortbayes.amortizers import (
+    EnsembleAmortizer,
+    EnsembleSettings,
     JointAmortizer,
     JointSettings,
     MultilevelAmortizer,
@@ -14,11 +16,20 @@ from amortbayes.formula import AmortizedFit, amortize, default_prior, prior
 from amortbayes.inference.compare import compare_models
 from amortbayes.io import load, save
 from amortbayes.networks import FlowSettings
+from amortbayes.sensitivity import (
+    choice,
+    data_sensitivity,
+    power_scale,
+    powerscale_sensitivity,
+    sensitivity_sweep,
+)
 from amortbayes.simulation import Batch, FlatModel, ModelInfo, MultilevelModel, Simulator
 from amortbayes.train import OverfittingWarning, TrainingDiverged, TrainSettings, fit
 
 __all__ = [
     "AmortizedFit",
+    "EnsembleAmortizer",
+    "EnsembleSettings",
     "Batch",
     "FlatModel",
     "FlowSettings",
@@ -36,11 +47,16 @@ __all__ = [
     "TrainingDiverged",
     "__version__",
     "amortize",
+    "choice",
+    "data_sensitivity",
     "compare_models",
     "default_prior",
     "fit",
     "load",
+    "power_scale",
+    "powerscale_sensitivity",
     "prior",
     "save",
+    "sensitivity_sweep",
     "summarize_draws",
 ]

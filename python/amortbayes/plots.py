@@ -19,6 +19,8 @@ safe in scripts, notebooks (the returned figure displays itself) and through ret
 - :func:`plot_group_intervals`: forest plot of group-level parameters against a reference, with pooling factors.
 - :func:`plot_logo`: leave-one-group-out ELPD per group for one or two models, with
   ``elpd_diff`` and its SE (Habermann et al. 2024, Figure 9).
+- :func:`plot_sensitivity_sweep`: posterior mean and 90 % interval of each parameter against a
+  context (a prior or likelihood power, a modelling choice).
 
 References:
     Talts, Betancourt, Simpson, Vehtari & Gelman (2018). Validating Bayesian inference
@@ -554,4 +556,48 @@ def plot_logo(
         ax.legend(fontsize="x-small", frameon=False)
     else:
         ax.set_title(f"elpd_logo = {logo['elpd'].sum():.1f}", fontsize="small")
+    return _finish(fig, path)
+
+
+def plot_sensitivity_sweep(sweep: pd.DataFrame, context: str | None = None, path: PathLike | None = None) -> Figure:
+    """Posterior summaries against one context: a panel per parameter, the mean as a line, the 90 % interval as a band.
+
+    Takes the frame of :func:`amortbayes.sensitivity.sensitivity_sweep`; ``context`` is the
+    column on the x axis (default: the first context column that varies).  A power is drawn
+    on a log axis with the model as written (1) marked.
+
+    Example:
+        >>> s = pd.DataFrame({"alpha": [0.5, 1.0, 2.0] * 2, "variable": ["mu"] * 3 + ["sigma"] * 3,
+        ...                   "mean": [1.0, 0.9, 0.8, 1.0, 1.0, 1.0], "sd": 0.1,
+        ...                   "q5": [0.8, 0.7, 0.6, 0.8, 0.8, 0.8], "q95": [1.2, 1.1, 1.0, 1.2, 1.2, 1.2]})
+        >>> [ax.get_title() for ax in plot_sensitivity_sweep(s).axes]
+        ['mu', 'sigma']
+    """
+    needed = {"variable", "mean", "q5", "q95"}
+    if not isinstance(sweep, pd.DataFrame) or not needed <= set(sweep.columns):
+        raise TypeError("plot_sensitivity_sweep takes the DataFrame of sensitivity_sweep() (variable, mean, q5, q95)")
+    candidates = [c for c in sweep.columns if c not in needed | {"sd", "q50"}]
+    if context is None:
+        varying = [c for c in candidates if sweep[c].nunique() > 1]
+        if not varying:
+            raise ValueError("no context varies in this sweep")
+        context = varying[0]
+    if context not in candidates:
+        raise ValueError(f"unknown context column {context!r}; the sweep has {candidates}")
+    variables = list(dict.fromkeys(sweep["variable"]))
+    fig, axes = _panels(len(variables))
+    numeric = pd.api.types.is_numeric_dtype(sweep[context])
+    for ax, name in zip(axes, variables):
+        part = sweep[sweep["variable"] == name].sort_values(context) if numeric else sweep[sweep["variable"] == name]
+        x = part[context].to_numpy(float) if numeric else np.arange(len(part))
+        ax.fill_between(x, part["q5"].to_numpy(float), part["q95"].to_numpy(float), color=_MAIN, alpha=0.2, lw=0)
+        ax.plot(x, part["mean"].to_numpy(float), color=_MAIN)
+        if numeric and (x > 0).all() and x.max() / x.min() > 1.5:
+            ax.set_xscale("log")
+            if x.min() <= 1 <= x.max():
+                ax.axvline(1.0, color=_BAND, lw=1, ls="--")
+        if not numeric:
+            ax.set_xticks(x, [str(v) for v in part[context]], fontsize="x-small")
+        ax.set_title(name, fontsize="small")
+        ax.set_xlabel(context)
     return _finish(fig, path)

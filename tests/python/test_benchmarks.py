@@ -105,3 +105,12 @@ def test_joint_ddm_benchmark_runs(tmp_path):
     row = out["speed_acc"]["participants"][0]
     assert row["trials"] == 96 and {"log_bf_full_vs_simple", "log_ml_full_numerical_likelihood"} <= set(row)
     assert "surrogate_log_density_mae_per_trial_by_region" in out["full"]
+
+
+def test_sensitivity_benchmark_runs(tmp_path):
+    out = run_benchmark("sensitivity.py", "--no-stan", "--epochs", "1", "--iterations", "3", "--data-sets", "2",
+                        "--sweep-points", "5", "--out", str(tmp_path / "out"), tmp_path=tmp_path)
+    assert out["train_steps"] == 3 and out["grid"]["data_sets"] == 2
+    assert {"context_cost_ratio", "student_t_context_vs_separate_c2st", "powerscale_network_vs_reweighting",
+            "sweep_seconds"} <= set(out)
+    assert out["stan_refits_seconds"] is None and "no-stan" in out["stan_error"]

@@ -147,3 +147,25 @@ def test_file_loads_a_stored_fit_for_the_same_spec_and_retrains_for_another(tmp_
     np.testing.assert_allclose(again.draws().to_numpy(), first.draws().to_numpy(), rtol=1e-6)
     other = amortize("Reaction ~ Days + (1 | Subject)", df.assign(Reaction=df.Reaction + 1), **kw)
     assert other.history is not None  # other data: trained again
+
+
+def test_powerscale_sensitivity_of_a_fit_is_priorsenses_by_reweighting(fitted):
+    """Equal to arviz.psens on the same draws, log prior and pointwise log likelihood."""
+    az = pytest.importorskip("arviz")
+    xr = pytest.importorskip("xarray")
+    import torch
+
+    table = fitted.powerscale_sensitivity()
+    assert list(table["variable"]) == ["b_Intercept", "b_Days", "sd_Subject__Intercept", "sd_Subject__Days",
+                                       "cor_Subject__Intercept__Days", "sigma"]
+    assert set(table["diagnosis"]) <= {"-", "potential prior-data conflict", "potential strong prior / weak likelihood"}
+    d = fitted.draws()
+    lp = fitted.model.global_log_prior(torch.from_numpy(fitted.posterior.global_draws[0])).double().numpy()
+    idata = az.from_dict(posterior={"b_Days": d["b_Days"].to_numpy()[None]},
+                         log_likelihood={"y": fitted.log_lik()[None]})
+    idata.add_groups({"log_prior": xr.Dataset({"lp": xr.DataArray(lp[None], dims=("chain", "draw"))})})
+    row = table.set_index("variable").loc["b_Days"]
+    assert row["prior"] == pytest.approx(float(az.psens(idata, component="prior")["b_Days"]), rel=1e-6)
+    assert row["likelihood"] == pytest.approx(float(az.psens(idata, component="likelihood")["b_Days"]), rel=1e-6)
+    with pytest.raises(ValueError, match="unknown variable"):
+        fitted.powerscale_sensitivity(["b_Weeks"])

@@ -232,6 +232,34 @@ class AmortizedFit:
                 "max_khat": totals["max_khat"], "n_khat_above_0.7": totals["n_khat_above_0.7"],
                 "pointwise": pointwise}
 
+    def powerscale_sensitivity(self, variables: list[str] | None = None, *, delta: float = 0.01) -> pd.DataFrame:
+        """Priorsense's power-scaling sensitivity of the posterior to the prior and the likelihood, per variable.
+
+        By importance reweighting of this fit's draws (as ``priorsense::powerscale_sensitivity``
+        does with a brms fit): the prior is the joint prior of the population-level,
+        group-level SD and correlation and family parameters (brms' ``lprior``; the group
+        effects' own distribution belongs to neither component), the likelihood the sum of
+        :meth:`log_lik`.  Reliable with ``method="importance"`` draws (the exact posterior);
+        ``variables`` default to all but the group effects ``r_*``.
+
+        Returns:
+            ``variable``, ``prior``, ``likelihood``, ``diagnosis`` (threshold 0.05).
+        """
+        import torch
+
+        from amortbayes.diagnostics.powerscale import powerscale_from_draws
+
+        frame = self.draws()
+        variables = list(variables) if variables is not None else [c for c in frame.columns if not c.startswith("r_")]
+        unknown = [v for v in variables if v not in frame.columns]
+        if unknown:
+            raise ValueError(f"unknown variable(s) {unknown}; the fit's variables include {list(frame.columns[:8])}")
+        log_prior = self.model.global_log_prior(torch.from_numpy(self.posterior.global_draws[0])).double().numpy()
+        log_lik = np.zeros(len(frame))
+        for _, values in self._log_lik_passes(None):
+            log_lik += values.sum(1)
+        return powerscale_from_draws(frame[variables].to_numpy(), log_prior, log_lik, variables, delta)
+
     def logo(self, n: int = 1000, *, seed: int = 0, progress: bool = False) -> pd.DataFrame:
         """Leave-one-group-out ELPD of every level, without refitting (``MultilevelAmortizer.logo``)."""
         return self.amortizer.logo(self.model.observed_frame(self.data_terms), self.model, n=n, seed=seed,
