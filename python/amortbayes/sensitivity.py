@@ -15,6 +15,12 @@ Contexts (a dict ``name -> declaration``, JSON-ready, saved in the amortizer's M
     et al. 2023); the model simulates the powered densities directly where its families are
     closed under powers (normal: variance / alpha; Student-t: ``nu' = alpha (nu + 1) - 1``,
     scale ``* sqrt(nu / nu')``; exponential: rate * alpha; gamma, beta) and says so in its docs.
+    A simulator can only draw *normalized* densities: ``p(x_i | theta)^beta / Z(theta, beta)``.
+    The posterior it implies equals priorsense's ``p(theta) p(x | theta)^beta`` exactly when
+    ``Z`` does not depend on ``theta`` (a location family with known scale, as the conjugate
+    Gaussian model); otherwise (an unknown noise SD, a Bernoulli probability) it differs by
+    ``Z(theta, beta)^N`` and is another, if reasonable, perturbation of the likelihood.  Prior
+    powers are always exact (the prior's normalizer never depends on ``theta``).
 ``choice("normal", "student_t")``
     a discrete alternative (here: the likelihood family), one-hot to the networks.
 
@@ -174,6 +180,21 @@ class ContextSpace:
                 for name, d in self.spec.items()}
 
 
+def encode_context(space: ContextSpace, context: Mapping[str, Any] | None, n: int = 1) -> torch.Tensor | None:
+    """A user's context dict checked and encoded ``(n, C)`` for an amortizer trained on ``space`` (None without contexts).
+
+    Raises:
+        ValueError: context values for an amortizer trained without contexts, an unknown
+            context name, or a value outside the trained range.
+    """
+    if not space:
+        if context:
+            raise ValueError(f"unknown context {next(iter(context))!r}; this amortizer was trained without "
+                             "contexts (declare them on the model: amortbayes.sensitivity)")
+        return None
+    return space.encode(space.resolve(context, n))
+
+
 # -- analyses with a context-conditioned amortizer -------------------------------------------
 def _posterior_amortizer(amortizer: Any) -> Any:
     """The network holding the contexts (a PosteriorAmortizer; a fit's amortizer)."""
@@ -227,7 +248,7 @@ def sensitivity_sweep(amortizer: Any, data: Any, grid: Mapping[str, Any] | Seque
 
 
 def powerscale_sensitivity(amortizer: Any, data: Any, *, n: int = 4000, delta: float = 0.01, seed: int | None = 0,
-                           context: Mapping[str, Any] | None = None):
+                           context: Mapping[str, Any] | None = None, log_normalizer: Any = None):
     """Priorsense's power-scaling sensitivity of one data set's posterior, from the context-conditioned network.
 
     The base draws come from ``q(theta | x, c)`` at ``c`` (default: every power 1); the
@@ -235,7 +256,11 @@ def powerscale_sensitivity(amortizer: Any, data: Any, *, n: int = 4000, delta: f
     are the same draws weighted by the network's density ratio
     ``q(theta | x, alpha) / q(theta | x, 1)``, and the distances and derivative are priorsense's
     (:mod:`amortbayes.diagnostics.powerscale`).  A component the amortizer has no power context
-    for gets NaN.
+    for gets NaN.  For a multilevel amortizer the draws and densities are the global parameters'.
+
+    ``log_normalizer(draws, beta) -> (S,)``: the data set's ``N log Z(theta, beta)`` when the
+    simulator powers the likelihood normalized (see the module docstring); the likelihood's
+    weights are multiplied by ``Z^N`` so that the result is priorsense's quantity.
 
     Returns:
         a DataFrame of ``variable``, ``prior``, ``likelihood``, ``diagnosis``.
@@ -249,6 +274,13 @@ def powerscale_sensitivity(amortizer: Any, data: Any, *, n: int = 4000, delta: f
     net = _posterior_amortizer(amortizer)
     base = dict(context or {})
     draws = net.sample_contexts(data, [base], n, seed=seed)[0]
+    finite = np.isfinite(draws).all(1)
+    if not finite.all():  # a barely trained flow can overflow a positive parameter's exp
+        import warnings
+
+        warnings.warn(f"{int((~finite).sum())} of {len(draws)} draws are not finite and are left out",
+                      RuntimeWarning, stacklevel=2)
+        draws = draws[finite]
     out = {}
     for component in COMPONENTS:
         name = net.contexts.power(component)
@@ -258,7 +290,10 @@ def powerscale_sensitivity(amortizer: Any, data: Any, *, n: int = 4000, delta: f
         a0 = float(base.get(name, 1.0))
         contexts = [base | {name: a0 / (1 + delta)}, base | {name: a0 * (1 + delta)}, base | {name: a0}]
         lp = net.log_prob_contexts(draws, data, contexts)
-        out[component] = sensitivity_from_weights(draws, lp[0] - lp[2], lp[1] - lp[2], delta)
+        lw = [lp[0] - lp[2], lp[1] - lp[2]]
+        if component == "likelihood" and log_normalizer is not None:
+            lw = [w + np.asarray(log_normalizer(draws, c[name]), dtype=float) for w, c in zip(lw, contexts[:2])]
+        out[component] = sensitivity_from_weights(draws, lw[0], lw[1], delta)
     return powerscale_diagnosis(out["prior"], out["likelihood"], net.info.parameter_names)
 
 

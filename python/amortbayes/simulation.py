@@ -238,7 +238,10 @@ class MultilevelModel(abc.ABC):
     masks the rest: ``theta_local`` of padded groups and ``x`` of padded rows are zero.
     A fraction ``balanced_designs`` of the data sets give every group the same ``N_j``
     (balanced designs, as most experiments have); models whose covariates depend on the
-    group sizes read them from ``simulate_data``'s ``sizes``.
+    group sizes read them from ``simulate_data``'s ``sizes``.  A model with ``contexts``
+    (:mod:`amortbayes.sensitivity`) takes each data set's values as ``context=`` in
+    :meth:`sample_global` and :meth:`simulate_data` (the group effects' own distribution is
+    not part of the power-scaled prior, as in priorsense with brms).
     """
 
     name: str = "multilevel"
@@ -324,7 +327,9 @@ class MultilevelModel(abc.ABC):
         """A batch with ``J`` drawn per data set and ``N_j`` per group (inclusive ranges)."""
         jlo, jhi = _size_range(self.n_groups if n_groups is None else n_groups)
         nlo, nhi = _size_range(self.n_obs if n_obs is None else n_obs)
-        theta_g = self.sample_global(batch_size, generator).float()
+        space = ContextSpace(getattr(self, "contexts", None))
+        kw = {"context": space.sample(batch_size, generator)} if space else {}
+        theta_g = self.sample_global(batch_size, generator, **kw).float()
         groups = torch.randint(jlo, jhi + 1, (batch_size,), generator=generator)
         j_max = int(groups.max())
         group_mask = (torch.arange(j_max)[None, :] < groups[:, None]).float()
@@ -335,15 +340,18 @@ class MultilevelModel(abc.ABC):
         sizes = sizes * group_mask.long()
         n_max = int(sizes.max())
         theta_l = self.sample_local(theta_g, j_max, generator).float()
-        x = self.simulate_data(theta_g, theta_l, n_max, generator, sizes=sizes).float()
+        x = self.simulate_data(theta_g, theta_l, n_max, generator, sizes=sizes, **kw).float()
         mask = (torch.arange(n_max)[None, None, :] < sizes[..., None]).float()
-        return {
+        batch = {
             "theta_global": theta_g,
             "theta_local": theta_l * group_mask[..., None],
             "x": x * mask[..., None],
             "mask": mask,
             "group_mask": group_mask,
         }
+        if space:
+            batch["context"] = space.encode(kw["context"])
+        return batch
 
 
 def _size_range(n: int | tuple[int, int] | Sequence[int]) -> tuple[int, int]:

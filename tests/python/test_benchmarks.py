@@ -114,3 +114,11 @@ def test_sensitivity_benchmark_runs(tmp_path):
     assert {"context_cost_ratio", "student_t_context_vs_separate_c2st", "powerscale_network_vs_reweighting",
             "sweep_seconds"} <= set(out)
     assert out["stan_refits_seconds"] is None and "no-stan" in out["stan_error"]
+
+
+def test_sensitivity_formula_benchmark_runs(tmp_path):
+    out = run_benchmark("sensitivity_formula.py", "--budget", "30", "--draws", "300", "--out", str(tmp_path / "out"),
+                        tmp_path=tmp_path)
+    for case in ("sleepstudy", "cbpp"):
+        assert out[case]["parameters"] >= 3 and "per_parameter_network_vs_reweighting" in out[case]
+    assert out["sleepstudy"]["contexts"] == ["alpha", "beta"]

@@ -31,7 +31,9 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -57,6 +59,7 @@ from amortbayes.networks.context import PairedContext
 from amortbayes.networks.pilot import PilotSettings, pilot_context
 from amortbayes.networks.standardize import soft_bound
 from amortbayes.networks.summary import n_statistics, pairwise_products, with_statistics
+from amortbayes.sensitivity import ContextSpace, encode_context
 from amortbayes.simulation import Batch, ModelInfo, MultilevelData, prepare_multilevel
 
 __all__ = ["MultilevelAmortizer", "MultilevelDraws", "MultilevelSettings", "default_settings"]
@@ -214,9 +217,15 @@ class MultilevelAmortizer(nn.Module):
             self.n_pooled = self.group_summary.n_pooled_statistics if stats else 0
             # a pilot adds its location and log scale per global parameter to the flow's context
             n_pilot = 2 * n_glob if s.pilot is not None else 0
-            self.global_flow = build_flow(n_glob, s.global_summary_dim + self.n_pooled + n_pilot, s.global_flow,
-                                          context_shift=s.pilot is not None)
-            self.local_flow = build_flow(n_loc, group_dim + n_glob, s.local_flow)
+            # a model with contexts (amortbayes.sensitivity): both flows see the data set's context,
+            # carried as trailing columns of every group's embedding (so each consumer of the
+            # embeddings, LOGO and importance sampling included, passes it on unchanged)
+            self.contexts = ContextSpace(info.contexts)
+            self.group_dim, width = group_dim, self.contexts.width
+            self._active_context: torch.Tensor | None = None
+            self.global_flow = build_flow(n_glob, s.global_summary_dim + self.n_pooled + width + n_pilot,
+                                          s.global_flow, context_shift=s.pilot is not None)
+            self.local_flow = build_flow(n_loc, group_dim + width + n_glob, s.local_flow)
 
     # -- training -------------------------------------------------------------------------
     def adapt(self, batch: Batch) -> None:
@@ -249,14 +258,37 @@ class MultilevelAmortizer(nn.Module):
             safe = mask.clone()
             safe[..., 0] = torch.where(group_mask > 0, mask[..., 0], torch.ones_like(mask[..., 0]))
             groups = with_statistics(self.group_summary, z, safe)
+        if self.contexts:
+            c = self._context_rows(groups.shape[0]).to(groups)
+            groups = torch.cat([groups, c[:, None, :].expand(-1, groups.shape[1], -1)], dim=-1)
         return groups
+
+    def _context_rows(self, b: int) -> torch.Tensor:
+        """The encoded context of each of ``b`` data sets: the one in use, else the default (powers 1, first options)."""
+        c = self._active_context
+        if c is None:
+            c = encode_context(self.contexts, {})
+        return c.expand(b, -1) if c.shape[0] == 1 else c
+
+    @contextlib.contextmanager
+    def using_context(self, context: dict[str, Any] | None):
+        """Within the block, the networks condition on ``context`` (a user's dict; None: the default)."""
+        previous = self._active_context
+        self._active_context = encode_context(self.contexts, context)
+        try:
+            yield
+        finally:
+            self._active_context = previous
 
     def pool(self, groups: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, group_mask: torch.Tensor) -> torch.Tensor:
         """The data-set summary ``(B, S_g)`` of the groups that ``group_mask`` keeps: pooled embeddings, SDs and the pilot."""
-        summary = self.global_summary(groups, group_mask)
+        own = groups[..., : self.group_dim]  # without the context columns
+        summary = self.global_summary(own, group_mask)
         if self.n_pooled:
-            stats = groups[..., -n_statistics(self.group_summary) :]
+            stats = own[..., -n_statistics(self.group_summary) :]
             summary = torch.cat([summary, self.group_summary.pooled_statistics(stats, group_mask)], dim=-1)
+        if self.contexts:  # the same in every group's columns
+            summary = torch.cat([summary, groups[..., 0, self.group_dim :]], dim=-1)
         if self.settings.pilot is not None:
             rows = mask * (group_mask > 0).unsqueeze(-1).to(mask)  # a left-out group's rows do not count
             std = self.global_map.std
@@ -295,7 +327,11 @@ class MultilevelAmortizer(nn.Module):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Negative log of the factorized posterior density (eq. 17), averaged over data sets."""
-        groups, summary = self.embed(batch["x"], batch["mask"], batch["group_mask"])
+        previous, self._active_context = self._active_context, batch.get("context")
+        try:
+            groups, summary = self.embed(batch["x"], batch["mask"], batch["group_mask"])
+        finally:
+            self._active_context = previous
         zg = self.global_map(batch["theta_global"])
         log_q_global = self.global_flow.log_prob(zg, context=summary)
         valid = batch["group_mask"] > 0
@@ -313,7 +349,7 @@ class MultilevelAmortizer(nn.Module):
         return prepare_multilevel(data, self.info, **kwargs)
 
     def sample_draws(self, data: Any, n: int = 1000, *, seed: int | None = None, exact_local: Any = None,
-                     **kwargs: Any) -> MultilevelDraws:
+                     context: dict[str, Any] | None = None, **kwargs: Any) -> MultilevelDraws:
         """Joint posterior draws (ancestral sampling, eq. 18) for one or many data sets.
 
         ``exact_local``: a model's exact conditional of all groups' parameters,
@@ -321,7 +357,8 @@ class MultilevelAmortizer(nn.Module):
         gaussian formula model's ``sample_local_posteriors``), drawn given each global draw
         in place of the local flow; None (default) for the local flow.  For many groups it is
         the cheaper of the two (4,000 draws of 500 groups: 0.4 s against 1.2 s) and it is
-        exact, so only the global draws are the network's.
+        exact, so only the global draws are the network's.  ``context``: for a model with
+        contexts, the modelling choices to condition on (default: powers 1, first options).
         """
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"number of draws must be a positive integer, got {n!r}")
@@ -329,7 +366,7 @@ class MultilevelAmortizer(nn.Module):
         self.data_range.check(d.x, d.mask)
         dev = module_device(self)
         gen = make_generator(seed)
-        with inference_mode(self):
+        with inference_mode(self), self.using_context(context):
             x, mask, gmask = d.x.to(dev), d.mask.to(dev), d.group_mask.to(dev)
             groups, summary = self.embed(x, mask, gmask)
             zg = sample_flow(self.global_flow, int(n), summary, gen)  # (B, n, G)
@@ -372,6 +409,48 @@ class MultilevelAmortizer(nn.Module):
             draw = lambda t: exact_local(t[:, None].double(), x[k, :j], mask[k, :j], gen)  # noqa: E731
             out[k, :, :j] = in_draw_chunks(draw, theta_g[k], j).to(out.dtype)
         return out
+
+    def sample_contexts(self, data: Any, contexts: Sequence[dict[str, Any]], n: int = 1000, *,
+                        seed: int | None = None, **kwargs: Any) -> np.ndarray:
+        """Global draws of one data set under each of ``G`` contexts, same base draws for all: ``(G, n, G_par)``."""
+        summary = self._context_summaries(data, contexts, kwargs)
+        with inference_mode(self):
+            eps = torch.randn(1, int(n), len(self.info.parameter_names), generator=make_generator(seed))
+            z = sample_flow(self.global_flow, int(n), summary, eps=eps.expand(len(contexts), -1, -1))
+            return self.global_map.inverse(z).cpu().numpy()
+
+    def log_prob_contexts(self, theta: Any, data: Any, contexts: Sequence[dict[str, Any]], **kwargs: Any) -> np.ndarray:
+        """``log q(theta_global | x, c_g)`` of global parameter values ``(M, G_par)`` under each context: ``(G, M)``."""
+        from amortbayes.amortizers.base import theta_from_user
+
+        th = torch.from_numpy(theta_from_user(theta, self.info.parameter_names))
+        summary = self._context_summaries(data, contexts, kwargs)
+        with inference_mode(self):
+            th = th.to(summary)
+            g, m = summary.shape[0], th.shape[0]
+            z = self.global_map(th).repeat(g, 1)
+            lp = self.global_flow.log_prob(z, context=summary.repeat_interleave(m, dim=0)).reshape(g, m)
+            return (lp + self.global_map.log_abs_det(th)[None, :]).double().cpu().numpy()
+
+    def _context_summaries(self, data: Any, contexts: Sequence[dict[str, Any]], kwargs: dict) -> torch.Tensor:
+        """The global flow's condition ``(G, C)`` of one data set under each context."""
+        if not self.contexts:
+            raise ValueError("this amortizer was trained without contexts (declare them on the model: "
+                             "amortbayes.sensitivity)")
+        if len(contexts) < 1:
+            raise ValueError("give at least one context")
+        d = data if isinstance(data, MultilevelData) else self.prepare(data, **kwargs)
+        if d.x.shape[0] != 1:
+            raise ValueError(f"one data set at a time, got {d.x.shape[0]}")
+        self.data_range.check(d.x, d.mask)
+        dev = module_device(self)
+        x, mask, gmask = d.x.to(dev), d.mask.to(dev), d.group_mask.to(dev)
+        out = []
+        with inference_mode(self):
+            for c in contexts:
+                with self.using_context(c):
+                    out.append(self.embed(x, mask, gmask)[1])
+        return torch.cat(out)
 
     def sample(self, data: Any, n: int = 1000, *, seed: int | None = None, **kwargs: Any) -> pd.DataFrame:
         """Wide DataFrame of draws for one data set: ``mu_alpha, ..., alpha[group], ...``."""

@@ -51,7 +51,7 @@ from amortbayes.networks import (
 from amortbayes.budget import budget_defaults
 from amortbayes.networks.standardize import soft_bound
 from amortbayes.networks.summary import n_statistics, with_statistics
-from amortbayes.sensitivity import ContextSpace
+from amortbayes.sensitivity import ContextSpace, encode_context
 from amortbayes.simulation import Batch, ModelInfo, Simulator, prepare_observed
 
 
@@ -175,18 +175,8 @@ class PosteriorAmortizer(nn.Module):
         return torch.cat([h, context.to(h).expand(h.shape[0], -1)], dim=-1)
 
     def user_context(self, context: Any, n: int = 1) -> torch.Tensor | None:
-        """A user's context dict checked and encoded ``(n, C)`` (None for an amortizer without contexts).
-
-        Raises:
-            ValueError: context values for an amortizer trained without contexts, an unknown
-                context name, or a value outside the trained range.
-        """
-        if not self.contexts:
-            if context:
-                raise ValueError(f"unknown context {next(iter(context))!r}; this amortizer was trained without "
-                                 "contexts (declare them on the model: amortbayes.sensitivity)")
-            return None
-        return self.contexts.encode(self.contexts.resolve(context, n))
+        """A user's context dict checked and encoded ``(n, C)`` (:func:`amortbayes.sensitivity.encode_context`)."""
+        return encode_context(self.contexts, context, n)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Mean negative log posterior density of the standardized parameters."""

@@ -142,7 +142,7 @@ class AmortizedFit:
         priors = [make_prior(p["prior"], class_=p["class"], coef=p["coef"], group=p["group"]) for p in spec["priors"]]
         n_obs = spec.get("n_obs")
         model = FormulaModel(terms, spec["family"], priors, tuple(spec["n_groups"]), tuple(n_obs) if n_obs else None,
-                             group_data=spec.get("group_data", "rows"))
+                             group_data=spec.get("group_data", "rows"), contexts=spec.get("contexts"))
         amortizer = load(folder, model=model)
         return _draw(model, amortizer, data, method or spec["method"], draws, seed, None)
 
@@ -232,15 +232,20 @@ class AmortizedFit:
                 "max_khat": totals["max_khat"], "n_khat_above_0.7": totals["n_khat_above_0.7"],
                 "pointwise": pointwise}
 
-    def powerscale_sensitivity(self, variables: list[str] | None = None, *, delta: float = 0.01) -> pd.DataFrame:
+    def powerscale_sensitivity(self, variables: list[str] | None = None, *, delta: float = 0.01,
+                               method: str = "reweight", n: int = 4000, seed: int = 0) -> pd.DataFrame:
         """Priorsense's power-scaling sensitivity of the posterior to the prior and the likelihood, per variable.
 
-        By importance reweighting of this fit's draws (as ``priorsense::powerscale_sensitivity``
-        does with a brms fit): the prior is the joint prior of the population-level,
-        group-level SD and correlation and family parameters (brms' ``lprior``; the group
-        effects' own distribution belongs to neither component), the likelihood the sum of
-        :meth:`log_lik`.  Reliable with ``method="importance"`` draws (the exact posterior);
-        ``variables`` default to all but the group effects ``r_*``.
+        ``method="reweight"``: by importance reweighting of this fit's draws (as
+        ``priorsense::powerscale_sensitivity`` does with a brms fit): the prior is the joint
+        prior of the population-level, group-level SD and correlation and family parameters
+        (brms' ``lprior``; the group effects' own distribution belongs to neither component),
+        the likelihood the sum of :meth:`log_lik`.  Reliable with ``method="importance"`` draws
+        (the exact posterior); ``variables`` default to all but the group effects ``r_*``.
+
+        ``method="amortized"``: from a fit trained with ``sensitivity=`` contexts, by the global
+        flow's density ratio between powers (:func:`amortbayes.sensitivity.powerscale_sensitivity`;
+        the global parameters only).
 
         Returns:
             ``variable``, ``prior``, ``likelihood``, ``diagnosis`` (threshold 0.05).
@@ -249,6 +254,19 @@ class AmortizedFit:
 
         from amortbayes.diagnostics.powerscale import powerscale_from_draws
 
+        if method == "amortized":
+            from amortbayes.sensitivity import powerscale_sensitivity
+
+            rows = len(self.terms.y)
+            norm = None
+            if self.model.family.name == "gaussian":
+                def norm(draws, beta):
+                    return rows * self.model.log_power_normalizer(torch.from_numpy(draws), float(beta)).numpy()
+            table = powerscale_sensitivity(self.amortizer, self._prepared(), n=n, delta=delta, seed=seed,
+                                           log_normalizer=norm)
+            return table if variables is None else table.set_index("variable").loc[list(variables)].reset_index()
+        if method != "reweight":
+            raise ValueError(f"method must be 'reweight' or 'amortized', got {method!r}")
         frame = self.draws()
         variables = list(variables) if variables is not None else [c for c in frame.columns if not c.startswith("r_")]
         unknown = [v for v in variables if v not in frame.columns]
@@ -259,6 +277,19 @@ class AmortizedFit:
         for _, values in self._log_lik_passes(None):
             log_lik += values.sum(1)
         return powerscale_from_draws(frame[variables].to_numpy(), log_prior, log_lik, variables, delta)
+
+    def sensitivity_sweep(self, grid: Any, *, n: int = 2000, seed: int = 0) -> pd.DataFrame:
+        """Global parameters' posterior summaries over a grid of contexts (a fit trained with ``sensitivity=``).
+
+        See :func:`amortbayes.sensitivity.sensitivity_sweep`.
+        """
+        from amortbayes.sensitivity import sensitivity_sweep
+
+        return sensitivity_sweep(self.amortizer, self._prepared(), grid, n=n, seed=seed)
+
+    def _prepared(self):
+        """This fit's data as the amortizer's padded groups."""
+        return self.amortizer.prepare(self.model.observed_frame(self.data_terms), group=self.model.terms.group)
 
     def logo(self, n: int = 1000, *, seed: int = 0, progress: bool = False) -> pd.DataFrame:
         """Leave-one-group-out ELPD of every level, without refitting (``MultilevelAmortizer.logo``)."""
@@ -370,7 +401,7 @@ def default_prior(formula: str, data: pd.DataFrame, family: str = "gaussian",
 def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: list[Prior] | None = None, *,
              budget: int | None = None, method: str = "importance", draws: int = 4000, device: str = "cpu",
              seed: int = 0, progress: bool = True, file: str | Path | None = None,
-             group_data: str | None = None) -> AmortizedFit:
+             group_data: str | None = None, sensitivity: dict | None = None) -> AmortizedFit:
     """Build, train and apply an amortized multilevel model of ``formula`` on ``data``.
 
     Args:
@@ -391,6 +422,12 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
         group_data: how simulated and observed groups reach the networks: ``"moments"`` (each
             group's sufficient statistics, no rows; the default for gaussian and lognormal) or
             ``"rows"`` (the default, and the only layout, of the other families).
+        sensitivity: contexts to train over (:mod:`amortbayes.sensitivity`), e.g.
+            ``{"alpha": power_scale("prior"), "beta": power_scale("likelihood")}`` (likelihood
+            powers for gaussian and student families): then
+            ``fit.powerscale_sensitivity(method="amortized")`` and
+            :func:`amortbayes.sensitivity_sweep` work from the network.  The fit's own draws
+            are of the model as written.
 
     Raises:
         ValueError: see :func:`parse_terms`, the family's response checks and :func:`prior`.
@@ -404,7 +441,7 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
     if steps < 1:
         raise ValueError(f"budget is a number of training steps >= 1, got {budget!r}")
     terms = parse_terms(formula, data)
-    model = FormulaModel(terms, family, prior, group_data=group_data)
+    model = FormulaModel(terms, family, prior, group_data=group_data, contexts=sensitivity)
     networks = network_settings(model)
     key = {**model.config(), "data_names": list(model.data_names), "networks": networks.to_dict(),
            "budget": steps, "seed": seed,

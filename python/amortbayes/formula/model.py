@@ -47,7 +47,11 @@ from amortbayes.formula import gaussian
 from amortbayes.formula.families import Family, get_family
 from amortbayes.formula.priors import Prior, combine_priors, default_priors
 from amortbayes.formula.terms import FormulaTerms
+from amortbayes.sensitivity import ContextSpace
 from amortbayes.simulation import MultilevelModel, pad_datasets
+
+# families whose likelihood to a power is again theirs, so that a context can power it by simulation
+POWERED_FAMILIES = ("gaussian", "student")
 
 
 def lkj_log_normalizer(m: int, eta: float) -> float:
@@ -84,7 +88,7 @@ class FormulaModel(MultilevelModel):
 
     def __init__(self, terms: FormulaTerms, family: str | Family = "gaussian", priors: list[Prior] | None = None,
                  n_groups: tuple[int, int] | None = None, n_obs: tuple[int, int] | None = None,
-                 group_data: str | None = None):
+                 group_data: str | None = None, contexts: dict | None = None):
         if terms.group is None:
             raise ValueError("FormulaModel needs a group term such as (1 | g); formulas without one are single-level")
         self.terms = terms
@@ -154,6 +158,7 @@ class FormulaModel(MultilevelModel):
         self._xbar = torch.as_tensor(terms.X.mean(0), dtype=torch.float64)
         self._intercept = terms.fixed_names.index("Intercept") if "Intercept" in terms.fixed_names else None
         self._prior_of = self._assign_priors()
+        self.contexts = self._check_contexts(contexts)
 
     def _assign_priors(self) -> list[Prior]:
         """One prior per scalar global (b, sd, dpars), most specific statement first; cor gets its lkj."""
@@ -169,6 +174,71 @@ class FormulaModel(MultilevelModel):
         out += [find(d) for d in self.family.dpars]
         return out
 
+    def _check_contexts(self, contexts: dict | None) -> dict | None:
+        """Formula models take power-scaling contexts: of the prior (any), of the likelihood (gaussian, student)."""
+        space = ContextSpace(contexts)
+        for name, d in space.spec.items():
+            if "choices" in d:
+                raise ValueError(f"context {name!r}: formula models take power_scale() contexts only")
+            low = d["range"][0]
+            if d["power"] == "likelihood" and self.family.name not in POWERED_FAMILIES:
+                raise ValueError(f"context {name!r}: the {self.family.name} likelihood to a power is not a {self.family.name} "
+                                 f"likelihood, so it cannot be simulated; likelihood powers take the families "
+                                 f"{list(POWERED_FAMILIES)} (prior powers take every family)")
+            if d["power"] == "likelihood" and self.family.name == "student" and low <= 0.5:
+                raise ValueError(f"context {name!r}: a student likelihood to the power {low} may have no proper "
+                                 "density (nu >= 1); use a range above 0.5")
+            if d["power"] == "prior":
+                worst = max([p.lowest_power() for p in self._prior_of]
+                            + [p.lowest_power() for p in self.priors if p.class_ == "cor"])
+                if low <= worst:
+                    raise ValueError(f"context {name!r}: a prior of the model has no proper density at the power "
+                                     f"{low} (needs more than {worst:.3g}); narrow the range")
+        return space.spec or None
+
+    def _powers(self, context, n: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Each data set's prior and likelihood power (None where the model has no such context)."""
+        space = ContextSpace(self.contexts)
+        out = []
+        for component in ("prior", "likelihood"):
+            name = space.power(component)
+            out.append(None if name is None or not context or name not in context
+                       else torch.as_tensor(context[name], dtype=torch.float64).reshape(n))
+        return out[0], out[1]
+
+    def powered_likelihood(self, theta_global: torch.Tensor, beta: torch.Tensor | None) -> torch.Tensor:
+        """Globals whose family parameters make each row's density the normalized power ``beta`` of the model's.
+
+        gaussian: ``sigma / sqrt(beta)``; student: ``nu' = beta (nu + 1) - 1``,
+        ``sigma sqrt(nu / nu')``.  The implied posterior is priorsense's power-scaled one times
+        ``Z(theta, beta)^-N`` (:meth:`log_power_normalizer`).
+        """
+        if beta is None:
+            return theta_global
+        t = theta_global.clone()
+        names = list(self.parameter_names)
+        b = beta.to(t.dtype)
+        s = names.index("sigma")
+        if self.family.name == "student":
+            v = names.index("nu")
+            nu = t[:, v]
+            nu_p = b * (nu + 1) - 1
+            t[:, s] = t[:, s] * torch.sqrt(nu / nu_p)
+            t[:, v] = nu_p
+        else:
+            t[:, s] = t[:, s] / torch.sqrt(b)
+        return t
+
+    def log_power_normalizer(self, theta_global: torch.Tensor, beta: float) -> torch.Tensor:
+        """``log Z(theta, beta)`` of one row, ``Z = integral p(y | theta)^beta dy`` (gaussian).
+
+        Example: for sigma = 1, ``Z = (2 pi)^((1 - beta) / 2) / sqrt(beta)``.
+        """
+        if self.family.name != "gaussian":
+            raise ValueError(f"the power normalizer is written for gaussian rows, not {self.family.name}")
+        sigma = theta_global[..., list(self.parameter_names).index("sigma")].double()
+        return (1 - beta) / 2 * torch.log(2 * math.pi * sigma**2) - 0.5 * math.log(beta)
+
     @property
     def lkj_eta(self) -> float:
         cor = [p for p in self.priors if p.class_ == "cor"]
@@ -178,25 +248,28 @@ class FormulaModel(MultilevelModel):
         return {"formula": self.terms.formula, "family": self.family.name,
                 "priors": [{"prior": p.stan(), "class": p.class_, "coef": p.coef, "group": p.group} for p in self.priors],
                 "n_groups": list(self.n_groups), "n_obs": list(self.n_obs) if self._resample_sizes else None,
-                "group_data": self.group_data}
+                "group_data": self.group_data, "contexts": self.contexts}
 
     # -- globals -----------------------------------------------------------------------------------------------
     def _scalar_columns(self) -> list[int]:
         P, K, C = self.P, self.K, len(self.cor_pairs)
         return list(range(P + K)) + list(range(P + K + C, P + K + C + len(self.family.dpars)))
 
-    def sample_global(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_global(self, n: int, generator: torch.Generator | None = None, context=None) -> torch.Tensor:
+        """``(n, G)`` prior draws; with a prior-power context each draw from the prior to its power (normalized)."""
         P, K, C = self.P, self.K, len(self.cor_pairs)
+        alpha = self._powers(context, n)[0]
+        power = None if alpha is None else alpha.numpy()
         out = torch.zeros(n, len(self.parameter_names), dtype=torch.float64)
         for col, p in zip(self._scalar_columns(), self._prior_of):
-            out[:, col] = p.sample(n, generator)
+            out[:, col] = p.sample(n, generator, power)
         if self._intercept is not None:  # the prior is on the intercept of centred predictors
             out[:, self._intercept] -= out[:, :P] @ self._xbar - out[:, self._intercept] * self._xbar[self._intercept]
         if C:
-            out[:, P + K: P + K + C] = self._sample_cor(n, generator)
+            out[:, P + K: P + K + C] = self._sample_cor(n, generator, alpha)
         return out
 
-    def _sample_cor(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    def _sample_cor(self, n: int, generator: torch.Generator | None, alpha: torch.Tensor | None = None) -> torch.Tensor:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else None
         cols = []
         with torch.random.fork_rng(devices=[]):
@@ -205,7 +278,11 @@ class FormulaModel(MultilevelModel):
             for b in self.blocks:
                 if len(b) < 2:
                     continue
-                L = torch.distributions.LKJCholesky(len(b), self.lkj_eta).sample((n,)).double()
+                if alpha is None:
+                    L = torch.distributions.LKJCholesky(len(b), self.lkj_eta).sample((n,)).double()
+                else:  # LKJ(eta)^alpha is LKJ(alpha (eta - 1) + 1)
+                    eta = (alpha * (self.lkj_eta - 1) + 1).float()
+                    L = torch.distributions.LKJCholesky(len(b), eta).sample().double()
                 omega = L @ L.transpose(-1, -2)
                 cols += [omega[:, i, k] for i in range(len(b)) for k in range(i + 1, len(b))]
         return torch.stack(cols, -1)
@@ -300,27 +377,34 @@ class FormulaModel(MultilevelModel):
         from amortbayes.simulation import _size_range
 
         jlo, jhi = _size_range(self.n_groups if n_groups is None else n_groups)
-        theta_g = self.sample_global(batch_size, generator)
+        space = ContextSpace(self.contexts)
+        context = space.sample(batch_size, generator) if space else None
+        theta_g = self.sample_global(batch_size, generator, context)
+        theta_y = self.powered_likelihood(theta_g, self._powers(context, batch_size)[1])  # the responses' globals
         counts = torch.randint(jlo, jhi + 1, (batch_size,), generator=generator)
         j_max = int(counts.max())
         group_mask = (torch.arange(j_max)[None, :] < counts[:, None]).float()
         user = torch.randint(0, len(self._user_sizes), (batch_size, j_max), generator=generator)
         theta_l = self.sample_local(theta_g, j_max, generator)
         if self.group_data == "moments":
-            x = self.layout.simulate(theta_g, theta_l, user, generator)
+            x = self.layout.simulate(theta_y, theta_l, user, generator)
             mask = group_mask[..., None]
         else:
             sizes = self._user_sizes[user] * group_mask.long()
             n_max = int(sizes.max())
             rows = self._user_design[user, :n_max]  # the user's rows in their order (padding last)
             mask = (torch.arange(n_max)[None, None, :] < sizes[..., None]).float()
-            x = self._simulate_response(theta_g, theta_l, rows, generator)
+            x = self._simulate_response(theta_y, theta_l, rows, generator)
         theta_l = theta_l.float()
-        return {"theta_global": theta_g.float(), "theta_local": theta_l * group_mask[..., None],
-                "x": x.float() * mask[..., None], "mask": mask, "group_mask": group_mask}
+        batch = {"theta_global": theta_g.float(), "theta_local": theta_l * group_mask[..., None],
+                 "x": x.float() * mask[..., None], "mask": mask, "group_mask": group_mask}
+        if space:
+            batch["context"] = space.encode(context)
+        return batch
 
-    def simulate_data(self, theta_global, theta_local, n_obs, generator=None, sizes=None) -> torch.Tensor:
+    def simulate_data(self, theta_global, theta_local, n_obs, generator=None, sizes=None, context=None) -> torch.Tensor:
         b, j = theta_local.shape[:2]
+        theta_global = self.powered_likelihood(theta_global, self._powers(context, b)[1])
         user = torch.randint(0, len(self._user_sizes), (b, j), generator=generator)
         n_user = self._user_sizes[user]  # (b, j)
         # a random order of the group's own rows (padding last), taken cyclically: without

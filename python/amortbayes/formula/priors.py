@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,28 +92,47 @@ class Prior:
         """brms' lower bound of the class: 0 for ``sd``, ``sigma`` and ``shape``, 1 for ``nu``, else None."""
         return {"sd": 0.0, "sigma": 0.0, "shape": 0.0, "nu": 1.0}.get(self.class_)
 
-    def _scipy(self):
+    def _scipy(self, power: np.ndarray | None = None):
+        """The distribution, or with ``power`` (an array) the normalized density to that power, per element.
+
+        Every family here is closed under powers: normal ``sd / sqrt(alpha)``; Student-t
+        ``nu' = alpha (nu + 1) - 1`` and ``scale sqrt(nu / nu')`` (Cauchy: ``nu = 1``);
+        exponential ``rate alpha``; gamma ``shape alpha (a - 1) + 1``, ``rate alpha b``.
+        """
         a = self.args
+        al = 1.0 if power is None else np.asarray(power, dtype=float)
         if self.dist == "normal":
-            return stats.norm(a[0], a[1])
-        if self.dist == "student_t":
-            return stats.t(a[0], a[1], a[2])
-        if self.dist == "cauchy":
-            return stats.cauchy(a[0], a[1])
+            return stats.norm(a[0], a[1] / np.sqrt(al))
+        if self.dist in ("student_t", "cauchy"):
+            nu, loc, scale = (a[0], a[1], a[2]) if self.dist == "student_t" else (1.0, a[0], a[1])
+            nu_p = al * (nu + 1) - 1
+            return stats.t(nu_p, loc, scale * np.sqrt(nu / nu_p))
         if self.dist == "exponential":
-            return stats.expon(scale=1 / a[0])
+            return stats.expon(scale=1 / (a[0] * al))
         if self.dist == "gamma":
-            return stats.gamma(a[0], scale=1 / a[1])
+            return stats.gamma(al * (a[0] - 1) + 1, scale=1 / (a[1] * al))
         raise ValueError(f"{self.stan()} is a prior on a correlation matrix, not on a scalar parameter")
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def lowest_power(self) -> float:
+        """The infimum of the powers this prior has a proper density at (0 for most)."""
+        a = self.args
+        if self.dist in ("student_t", "cauchy"):
+            return 1.0 / ((a[0] if self.dist == "student_t" else 1.0) + 1.0)
+        if self.dist == "gamma" and a[0] < 1:
+            return 1.0 / (1.0 - a[0])
+        if self.dist.startswith("lkj") and a and a[0] < 1:
+            return 1.0 / (1.0 - a[0])
+        return 0.0
+
+    def sample(self, n: int, generator: torch.Generator | None = None, power: Any = None) -> torch.Tensor:
         """``n`` draws (float64), truncated below at :attr:`lower` as brms truncates the class.
 
         By the inverse CDF of uniforms on ``[F(lower), 1)``, so a bound far in a tail costs nothing.
+        ``power (n,)``: each draw from the prior raised to its power (normalized), see :meth:`_scipy`.
         """
         from amortbayes.simulation import numpy_rng
 
-        d = self._scipy()
+        d = self._scipy(None if power is None else np.asarray(power, dtype=float))
         lo = d.cdf(self.lower) if self.lower is not None else 0.0
         u = numpy_rng(generator).uniform(lo, 1.0, n)
         return torch.from_numpy(np.asarray(d.ppf(np.clip(u, 1e-300, 1 - 1e-16)), dtype=np.float64))
