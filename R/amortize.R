@@ -23,6 +23,11 @@
 #' @param draws Number of posterior draws.
 #' @param seed Seed of training and draws.
 #' @param progress Show training progress.
+#' @param sensitivity `NULL`, or contexts to train over for sensitivity analyses: a named list
+#'   of [power_scale()] declarations, e.g. `list(alpha = power_scale("prior"))` (likelihood
+#'   powers for the gaussian and student families). Then [sensitivity_sweep()] and
+#'   `powerscale_sensitivity(fit, method = "amortized")` work from the network; the fit's own
+#'   draws are of the model as written.
 #' @return An object of class `amortfit`.
 #' @examples
 #' \dontrun{
@@ -31,13 +36,15 @@
 #' }
 #' @export
 amortize <- function(formula, data, family = "gaussian", prior = NULL, file = NULL, budget = NULL,
-                     method = c("importance", "amortized"), draws = 4000, seed = 0, progress = interactive()) {
+                     method = c("importance", "amortized"), draws = 4000, seed = 0, progress = interactive(),
+                     sensitivity = NULL) {
   method <- match.arg(method)
   check_data(data)
+  check_sensitivity(sensitivity)
   text <- formula_text(formula)
   fam <- family_name(family, text)
   py <- py_call("fit", text, data, fam, prior_records(prior), budget, method, draws, seed, progress,
-                if (is.null(file)) NULL else path.expand(file))
+                if (is.null(file)) NULL else path.expand(file), sensitivity)
   new_amortfit(py, text, fam, data, prior)
 }
 

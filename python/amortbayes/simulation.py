@@ -129,9 +129,14 @@ class ModelInfo:
 
 
 def model_config(model: Any) -> dict[str, Any]:
-    """A dataclass model's fields as JSON-ready keyword arguments (empty for other classes)."""
+    """A dataclass model's fields as JSON-ready keyword arguments (empty for other classes).
+
+    Fields marked ``metadata={"omit_default": True}`` (options added after amortizers of the
+    model were saved) are left out at their default, so those amortizers still load.
+    """
     if dataclasses.is_dataclass(model):
-        return {f.name: _jsonable(getattr(model, f.name)) for f in dataclasses.fields(model)}
+        return {f.name: _jsonable(getattr(model, f.name)) for f in dataclasses.fields(model)
+                if not (f.metadata.get("omit_default") and getattr(model, f.name) == f.default)}
     return {}
 
 

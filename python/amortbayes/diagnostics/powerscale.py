@@ -105,8 +105,16 @@ def powerscale_from_draws(draws: np.ndarray, log_prior: np.ndarray, log_lik: np.
     draws = np.asarray(draws, dtype=float).reshape(len(draws), -1)
     ll = np.asarray(log_lik, dtype=float)
     ll = ll.reshape(len(draws), -1).sum(1)
+    lp = np.asarray(log_prior, dtype=float).reshape(-1)
+    keep = np.isfinite(ll) & np.isfinite(lp) & np.isfinite(draws).all(1)
+    if not keep.all():  # draws of zero posterior density (a network's, not an exact posterior's)
+        import warnings
+
+        warnings.warn(f"{int((~keep).sum())} of {len(keep)} draws have zero prior or likelihood density and are "
+                      "left out", RuntimeWarning, stacklevel=2)
+        draws, ll, lp = draws[keep], ll[keep], lp[keep]
     out = {}
-    for component, f in (("prior", np.asarray(log_prior, dtype=float).reshape(-1)), ("likelihood", ll)):
+    for component, f in (("prior", lp), ("likelihood", ll)):
         lw = [pareto_smooth((a - 1) * f)[0] for a in (1 / (1 + delta), 1 + delta)]
         out[component] = sensitivity_from_weights(draws, lw[0], lw[1], delta)
     return powerscale_diagnosis(out["prior"], out["likelihood"], names)

@@ -258,12 +258,11 @@ class AmortizedFit:
             from amortbayes.sensitivity import powerscale_sensitivity
 
             rows = len(self.terms.y)
-            norm = None
-            if self.model.family.name == "gaussian":
-                def norm(draws, beta):
-                    return rows * self.model.log_power_normalizer(torch.from_numpy(draws), float(beta)).numpy()
+
+            def norm(draws, beta):  # the simulated powered likelihood is normalized per row (sensitivity docs)
+                return rows * self.model.log_power_normalizer(torch.from_numpy(draws), float(beta)).numpy()
             table = powerscale_sensitivity(self.amortizer, self._prepared(), n=n, delta=delta, seed=seed,
-                                           log_normalizer=norm)
+                                           log_normalizer=norm if self.model.family.name == "gaussian" else None)
             return table if variables is None else table.set_index("variable").loc[list(variables)].reset_index()
         if method != "reweight":
             raise ValueError(f"method must be 'reweight' or 'amortized', got {method!r}")

@@ -248,7 +248,7 @@ class FormulaModel(MultilevelModel):
         return {"formula": self.terms.formula, "family": self.family.name,
                 "priors": [{"prior": p.stan(), "class": p.class_, "coef": p.coef, "group": p.group} for p in self.priors],
                 "n_groups": list(self.n_groups), "n_obs": list(self.n_obs) if self._resample_sizes else None,
-                "group_data": self.group_data, "contexts": self.contexts}
+                "group_data": self.group_data, **({"contexts": self.contexts} if self.contexts else {})}
 
     # -- globals -----------------------------------------------------------------------------------------------
     def _scalar_columns(self) -> list[int]:

@@ -100,11 +100,29 @@ def _frame(data: pd.DataFrame | dict) -> pd.DataFrame:
 
 def fit(formula: str, data: pd.DataFrame, family: str, prior_records: Any = None, budget: Any = None,
         method: str = "importance", draws: Any = 4000, seed: Any = 0, progress: bool = True,
-        file: str | None = None) -> tuple[AmortizedFit, list[str]]:
+        file: str | None = None, sensitivity: Any = None) -> tuple[AmortizedFit, list[str]]:
     """:func:`amortize` with R's arguments (numbers may arrive as floats)."""
     return _caught(lambda: amortize(formula, _frame(data), family, priors(prior_records),
                                     budget=None if budget is None else int(budget), method=method, draws=int(draws),
-                                    seed=int(seed), progress=bool(progress), file=file))
+                                    seed=int(seed), progress=bool(progress), file=file,
+                                    sensitivity=_contexts(sensitivity)))
+
+
+def _contexts(records: Any) -> dict | None:
+    """R's ``list(alpha = power_scale("prior"))`` as the context declarations of :mod:`amortbayes.sensitivity`."""
+    if not records:
+        return None
+    return {str(k): {"power": str(v["power"]), "range": [float(a) for a in v["range"]]} for k, v in dict(records).items()}
+
+
+def powerscale(f: AmortizedFit, method: str = "reweight", n: Any = 4000, seed: Any = 0):
+    return _caught(lambda: f.powerscale_sensitivity(method=method, n=int(n), seed=int(seed)))
+
+
+def sweep(f: AmortizedFit, grid: Any, n: Any = 2000, seed: Any = 0):
+    """:meth:`AmortizedFit.sensitivity_sweep` over R's ``list(alpha = c(...))``."""
+    values = {str(k): [float(a) for a in (v if isinstance(v, (list, tuple)) else [v])] for k, v in dict(grid).items()}
+    return _caught(lambda: f.sensitivity_sweep(values, n=int(n), seed=int(seed)))
 
 
 def model(formula: str, data: pd.DataFrame, family: str, prior_records: Any = None) -> tuple[FormulaModel, list[str]]:

@@ -42,9 +42,10 @@ class ConjugateGaussian(FlatModel):
     prior_sd: float = 1.0
     noise_sd: float = 1.0
     n_obs: tuple[int, int] = (2, 40)
-    contexts: dict | None = None
-    student_df: float = 3.0
-    likelihood: str = "normal"  # or "student_t" (a choice context overrides it per data set)
+    contexts: dict | None = dataclasses.field(default=None, metadata={"omit_default": True})
+    student_df: float = dataclasses.field(default=3.0, metadata={"omit_default": True})
+    # or "student_t" (a choice context overrides it per data set)
+    likelihood: str = dataclasses.field(default="normal", metadata={"omit_default": True})
 
     name = "conjugate_gaussian"
 
