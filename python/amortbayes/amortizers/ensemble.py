@@ -1,14 +1,14 @@
 """Deep ensembles of posterior amortizers: mixture draws and an approximator-sensitivity score that flags simulation gaps.
 
-``M`` posterior amortizers of one model, differing only in their weights' initialisation (the
-seed), train together through the one :func:`amortbayes.fit` on the same simulations (the
+``M`` amortizers of one model (posterior amortizers of a single-level model, multilevel ones of a
+two-level model), differing only in their weights' initialisation (the seed), train together through the one :func:`amortbayes.fit` on the same simulations (the
 loss is the sum of the members' losses; members share no weights).  Their posteriors agree
 where the simulations taught them the same answer and drift apart where the data are unlike
 any simulation, so the disagreement between members is a score of how far amortized
 inference is extrapolating (Elsemüller et al. 2023, section 3.3; Lakshminarayanan et al. 2017).
 
 Disagreement of one data set: the mean over member pairs of the squared MMD between their
-draws, on the first member's standardized parameter scale and with the kernel scaled by the
+draws (of the global parameters for a multilevel model), on the first member's standardized parameter scale and with the kernel scaled by the
 median squared distance of all members' pooled draws (so it measures disagreement relative to
 the posterior's own width).  :meth:`EnsembleAmortizer.calibrate` (called by ``fit()`` with its
 validation set) keeps the scores of held-out simulations; :meth:`EnsembleAmortizer.disagreement`
@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from amortbayes.amortizers.base import draws_to_frame, make_generator, select_parameters, summarize_draws
+from amortbayes.amortizers.multilevel import MultilevelAmortizer, MultilevelSettings, default_settings
 from amortbayes.amortizers.posterior import PosteriorAmortizer, PosteriorSettings
 from amortbayes.networks.mmd import median_bandwidth, mmd2_samples
 from amortbayes.simulation import Batch, ModelInfo, Simulator
@@ -52,21 +53,29 @@ class ApproximatorGapWarning(UserWarning):
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleSettings:
-    """``members`` posterior amortizers with ``posterior`` settings, seeds ``posterior.seed + m``."""
+    """``members`` amortizers, seeds ``seed + m``.
+
+    ``posterior``: the members' settings for a single-level model; ``multilevel`` for a
+    two-level one (None: :func:`~amortbayes.amortizers.multilevel.default_settings` of the model).
+    """
 
     members: int = 5
     posterior: PosteriorSettings = PosteriorSettings()
+    multilevel: MultilevelSettings | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.members, int) or self.members < 2:
             raise ValueError(f"an ensemble needs at least 2 members, got {self.members!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"members": self.members, "posterior": self.posterior.to_dict(),
+                "multilevel": None if self.multilevel is None else self.multilevel.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EnsembleSettings:
-        return cls(members=int(d["members"]), posterior=PosteriorSettings.from_dict(d.get("posterior", {})))
+        ml = d.get("multilevel")
+        return cls(members=int(d["members"]), posterior=PosteriorSettings.from_dict(d.get("posterior", {})),
+                   multilevel=None if ml is None else MultilevelSettings.from_dict(ml))
 
 
 class EnsembleAmortizer(nn.Module):
@@ -86,9 +95,18 @@ class EnsembleAmortizer(nn.Module):
         super().__init__()
         info = model if isinstance(model, ModelInfo) else model.info
         self.info = info
-        self.settings = s = settings or EnsembleSettings()
-        self.members = nn.ModuleList(
-            PosteriorAmortizer(info, dataclasses.replace(s.posterior, seed=s.posterior.seed + m)) for m in range(s.members))
+        s = settings or EnsembleSettings()
+        self.multilevel = bool(info.local_parameter_names)
+        if self.multilevel:
+            if s.multilevel is None:  # the model's default, kept in the settings so a saved ensemble rebuilds alike
+                s = dataclasses.replace(s, multilevel=default_settings(model))
+            members = [MultilevelAmortizer(info, dataclasses.replace(s.multilevel, seed=s.multilevel.seed + m))
+                       for m in range(s.members)]
+        else:
+            members = [PosteriorAmortizer(info, dataclasses.replace(s.posterior, seed=s.posterior.seed + m))
+                       for m in range(s.members)]
+        self.settings = s
+        self.members = nn.ModuleList(members)
         self.register_buffer("reference_scores", torch.zeros(CALIBRATION_SIMS))
         self.register_buffer("reference_size", torch.zeros(()))
 
@@ -104,7 +122,8 @@ class EnsembleAmortizer(nn.Module):
     @torch.no_grad()
     def calibrate(self, batch: Batch) -> None:
         """Keep the disagreement scores of held-out simulations (``fit()`` passes its validation set)."""
-        data = {"x": batch["x"][:CALIBRATION_SIMS].cpu().numpy(), "mask": batch["mask"][:CALIBRATION_SIMS].cpu().numpy()}
+        keys = ("x", "mask", "group_mask") if self.multilevel else ("x", "mask")
+        data = {k: batch[k][:CALIBRATION_SIMS].cpu().numpy() for k in keys}
         if len(data["x"]) < 20:
             return
         scores = self._scores(data, seed=0)
@@ -113,18 +132,27 @@ class EnsembleAmortizer(nn.Module):
         self.reference_size.fill_(len(scores))
 
     # -- draws ------------------------------------------------------------------------------
-    def member_draws(self, data: Any, n: int = 1000, *, seed: int | None = None, context=None) -> np.ndarray:
-        """Each member's draws: ``(M, n, D)`` for one data set, ``(M, B, n, D)`` for many."""
+    def member_draws(self, data: Any, n: int = 1000, *, seed: int | None = None, context=None,
+                     **kwargs: Any) -> np.ndarray:
+        """Each member's draws: ``(M, n, D)`` for one data set, ``(M, B, n, D)`` for many (multilevel: the globals).
+
+        ``kwargs`` go to a multilevel member's data preparation (``group=``).
+        """
         base = 0 if seed is None else int(seed)
-        return np.stack([m.sample_array(data, n, seed=None if seed is None else base + i, context=context)
-                         for i, m in enumerate(self.members)])
+        if not self.multilevel:
+            return np.stack([m.sample_array(data, n, seed=None if seed is None else base + i, context=context)
+                             for i, m in enumerate(self.members)])
+        d = self.members[0].prepare(data, **kwargs) if not isinstance(data, dict) else self.members[0].prepare(data)
+        draws = np.stack([m.sample_draws(d, n, seed=None if seed is None else base + i, context=context).global_draws
+                          for i, m in enumerate(self.members)])
+        return draws[:, 0] if draws.shape[1] == 1 and not isinstance(data, dict) else draws
 
     def sample_array(self, data: Any, n: int = 1000, *, seed: int | None = None,
-                     parameters: Sequence[str] | None = None, context=None) -> np.ndarray:
-        """Draws of the equal-weight mixture of the members' posteriors: ``(n, D)`` or ``(B, n, D)``."""
+                     parameters: Sequence[str] | None = None, context=None, **kwargs: Any) -> np.ndarray:
+        """Draws of the equal-weight mixture of the members' posteriors: ``(n, D)`` or ``(B, n, D)`` (multilevel: globals)."""
         m = len(self.members)
         per = -(-int(n) // m)
-        draws = self.member_draws(data, per, seed=seed, context=context)  # (M, [B,] per, D)
+        draws = self.member_draws(data, per, seed=seed, context=context, **kwargs)  # (M, [B,] per, D)
         mixed = np.concatenate(list(draws), axis=-2)  # members side by side
         rng = np.random.default_rng(None if seed is None else seed + 7919)
         mixed = np.take(mixed, rng.permutation(mixed.shape[-2])[: int(n)], axis=-2)
@@ -144,11 +172,11 @@ class EnsembleAmortizer(nn.Module):
         return summarize_draws(df, by="dataset" if "dataset" in df.columns else None)
 
     # -- approximator sensitivity -------------------------------------------------------------
-    def _scores(self, data: Any, seed: int | None) -> np.ndarray:
-        draws = self.member_draws(data, SCORE_DRAWS, seed=seed)
+    def _scores(self, data: Any, seed: int | None, **kwargs: Any) -> np.ndarray:
+        draws = self.member_draws(data, SCORE_DRAWS, seed=seed, **kwargs)
         if draws.ndim == 3:
             draws = draws[:, None]
-        first = self.members[0].theta_map
+        first = self.members[0].global_map if self.multilevel else self.members[0].theta_map
         with torch.no_grad():
             z = first(torch.from_numpy(draws.reshape(-1, draws.shape[-1])).float()).reshape(draws.shape)
         m, b = z.shape[0], z.shape[1]
@@ -163,13 +191,14 @@ class EnsembleAmortizer(nn.Module):
             scores[j] = float(mmd2_samples(a, c, l2).mean())
         return scores
 
-    def disagreement(self, data: Any, *, seed: int | None = 0) -> pd.DataFrame:
+    def disagreement(self, data: Any, *, seed: int | None = 0, **kwargs: Any) -> pd.DataFrame:
         """Each data set's disagreement score and its percentile among held-out simulations'.
 
         Returns a DataFrame of ``dataset``, ``score``, ``percentile`` (NaN when never
         calibrated) and ``flagged`` (above the 99th percentile of the simulations').
+        ``kwargs`` go to a multilevel member's data preparation (``group=``).
         """
-        scores = self._scores(data, seed)
+        scores = self._scores(data, seed, **kwargs)
         r = int(self.reference_size)
         ref = self.reference_scores[:r].numpy()
         pct = np.array([100.0 * np.mean(ref < s) for s in scores]) if r else np.full(len(scores), np.nan)
@@ -177,9 +206,9 @@ class EnsembleAmortizer(nn.Module):
         return pd.DataFrame({"dataset": np.arange(len(scores)), "score": scores, "percentile": pct,
                              "flagged": scores > threshold})
 
-    def check(self, data: Any) -> pd.DataFrame:
+    def check(self, data: Any, **kwargs: Any) -> pd.DataFrame:
         """:meth:`disagreement`, warning (:class:`ApproximatorGapWarning`) about flagged data sets."""
-        table = self.disagreement(data)
+        table = self.disagreement(data, **kwargs)
         if table["flagged"].any():
             worst = table.loc[table["score"].idxmax()]
             warnings.warn(

@@ -358,17 +358,18 @@ class JointAmortizer(nn.Module):
     # -- evidence and cross-validation ------------------------------------------------------
     def _weighted_draws(self, data: Any, n: int, log_prior: Any, seed: int | None, caller: str):
         """Posterior draws of one data set, the surrogate's pointwise log likelihoods ``(S, N)`` and, with a prior
-        density, each draw's full-data log importance weight ``log q(x | theta) + log p(theta) - log q(theta | x)``."""
+        density, each draw's full-data log importance weight ``log q(x | theta) + log p(theta) - log q(theta | x)``
+        and its prior-to-proposal part ``log p(theta) - log q(theta | x)``."""
         x, mask = self._one_data_set(data, caller)
         self.check_summaries(data)
         draws = self.posterior.sample_array(data, int(n), seed=seed)
         log_lik = self._log_lik_rows(x, mask, torch.from_numpy(draws))
         if log_prior is None:
-            return log_lik, None
+            return log_lik, None, None
         log_q = self.posterior.log_prob(draws, data).astype(np.float64)
         log_p = np.asarray(log_prior(torch.from_numpy(draws.astype(np.float64))), dtype=np.float64)
         log_w = log_lik.sum(-1) + log_p - log_q
-        return log_lik, np.where(np.isnan(log_w), -np.inf, log_w)
+        return log_lik, np.where(np.isnan(log_w), -np.inf, log_w), log_p - log_q
 
     def log_marginal_likelihood(self, data: Any, n: int = 4000, *, model: Any = None,
                                 seed: int | None = 0) -> dict[str, float]:
@@ -401,8 +402,9 @@ class JointAmortizer(nn.Module):
     def evidence_and_loo(self, data: Any, n: int = 4000, *, model: Any = None, seed: int | None = 0,
                          loo: bool = True) -> tuple[dict[str, float], dict[str, Any] | None]:
         """:meth:`log_marginal_likelihood` and (``loo=True``) :meth:`elpd_loo` from one set of draws and likelihoods."""
-        log_lik, log_w = self._weighted_draws(data, n, log_prior_of(model, self.info), seed, "log_marginal_likelihood")
-        return _importance_estimate(log_w), (_loo(log_lik, log_w) if loo else None)
+        log_lik, log_w, ratio = self._weighted_draws(data, n, log_prior_of(model, self.info), seed,
+                                                     "log_marginal_likelihood")
+        return _importance_estimate(log_w), (_loo(log_lik, log_w, ratio) if loo else None)
 
     # -- persistence ----------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -431,10 +433,19 @@ def _importance_estimate(log_w: np.ndarray) -> dict[str, float]:
     return {"log_ml": estimate, "mc_se": se, "pareto_k": float(diag["pareto_k"]), "ess": float(diag["ess"])}
 
 
-def _loo(log_lik: np.ndarray, log_w: np.ndarray | None) -> dict[str, Any]:
+def _loo(log_lik: np.ndarray, log_w: np.ndarray | None, log_ratio: np.ndarray | None = None) -> dict[str, Any]:
     """PSIS-LOO summary and pointwise table of ``log_lik (S, N)`` at draws of full-data log weights ``log_w``."""
     from amortbayes.diagnostics.multilevel import elpd_summary, psis_loo
 
+    if log_w is not None and np.isneginf(log_lik).any():
+        # a draw with zero density for some rows (the diffusion surrogate's bound at t0) has full-data
+        # weight 0 but may have a leave-one-out weight: log p(theta) - log q(theta | x) plus the sum
+        # over the other rows, summed directly rather than as the full-data weight over q(x_i | theta)
+        zero = np.isneginf(log_lik)
+        finite = np.where(zero, 0.0, log_lik)
+        ratio = log_ratio if log_ratio is not None else np.where(zero.any(1), -np.inf, log_w - log_lik.sum(1))
+        others = finite.sum(1, keepdims=True) - finite
+        log_w = np.where(zero.sum(1, keepdims=True) - zero > 0, -np.inf, np.asarray(ratio)[:, None] + others)
     pointwise = psis_loo(log_lik, log_weights=log_w)
     return {**elpd_summary(pointwise, log_lik), "pointwise": pointwise}
 

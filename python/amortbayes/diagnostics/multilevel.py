@@ -155,7 +155,11 @@ def psis_loo(log_lik: np.ndarray, observations: Any = None, log_weights: np.ndar
     one group).  Draws of a proposal ``q`` instead of the posterior carry their full-data log
     importance weights ``log_weights (S,)`` (``log p(theta_s, y) - log q(theta_s)`` up to a
     constant): the leave-one-out weights are then ``w_s / p(y_i | theta_s)``, Pareto-smoothed
-    the same way.  Returns ``observation``, ``elpd``, ``khat``; ``elpd_summary`` totals it.
+    the same way.  ``log_weights (S, N)`` give each observation's leave-one-out log weights
+    themselves (``log p(theta_s, y_-i) - log q(theta_s)``): needed where a draw has zero
+    likelihood for one observation (a support that ends at the data), since dividing by that
+    zero is undefined while the leave-one-out weight is not.  Returns ``observation``,
+    ``elpd``, ``khat``; ``elpd_summary`` totals it.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -182,9 +186,12 @@ def elpd_summary(pointwise: pd.DataFrame, log_lik: np.ndarray | None = None) -> 
 def _psis_elpd(log_p: np.ndarray, labels: Any, what: str,
                log_weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list]:
     lp = np.asarray(log_p, dtype=float)
-    base = np.zeros(lp.shape[0]) if log_weights is None else np.asarray(log_weights, dtype=float).reshape(-1)
-    if base.shape != (lp.shape[0],) or not np.all(np.isfinite(base) | np.isneginf(base)):
-        raise ValueError(f"log_weights must be {lp.shape[0]} finite values (or -inf), one per draw")
+    base = np.zeros(lp.shape[0]) if log_weights is None else np.asarray(log_weights, dtype=float)
+    per_item = base.ndim == 2  # each observation's own leave-out log weights
+    if (base.shape != lp.shape if per_item else base.shape != (lp.shape[0],)) \
+            or not np.all(np.isfinite(base) | np.isneginf(base)):
+        raise ValueError(f"log_weights must be {lp.shape[0]} finite values (or -inf), one per draw, or one per "
+                         f"draw and {what} {lp.shape}")
     if lp.ndim != 2 or lp.shape[0] < 10:
         raise ValueError(f"log likelihoods must be (draws, {what}s) with at least 10 draws, got shape {lp.shape}")
     if np.isnan(lp).any() or np.isposinf(lp).any():
@@ -194,10 +201,10 @@ def _psis_elpd(log_p: np.ndarray, labels: Any, what: str,
         raise ValueError(f"{len(labels)} {what} labels for {lp.shape[1]} {what}s")
     elpd, khat = np.empty(lp.shape[1]), np.empty(lp.shape[1])
     for k in range(lp.shape[1]):
-        if np.isneginf(lp[:, k]).any():
+        if not per_item and np.isneginf(lp[:, k]).any():
             raise ValueError(f"{what} {labels[k]!r} has zero likelihood under some draws; its leave-out weight "
                              "is infinite")
-        log_w, khat[k] = pareto_smooth(base - lp[:, k])
+        log_w, khat[k] = pareto_smooth(base[:, k] if per_item else base - lp[:, k])
         log_w = log_w - np.logaddexp.reduce(log_w)
         elpd[k] = np.logaddexp.reduce(log_w + lp[:, k])
     return elpd, khat, labels
