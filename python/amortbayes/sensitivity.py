@@ -318,6 +318,9 @@ def data_sensitivity(amortizer: Any, data: Any, perturbations: Any = "loo", *, n
     import numpy as np
     import pandas as pd
 
+    net = getattr(amortizer, "amortizer", amortizer)
+    if hasattr(net, "sample_draws"):  # a multilevel amortizer: leave each group out, all in one batched pass
+        return _logo_sensitivity(net, data, perturbations, n, seed, context)
     rows = np.asarray(data, dtype=float)
     if rows.ndim != 2 or len(rows) < 2:
         raise ValueError(f"data sensitivity takes one data set of two or more rows (N, F), got shape {rows.shape}")
@@ -343,4 +346,36 @@ def data_sensitivity(amortizer: Any, data: Any, perturbations: Any = "loo", *, n
         for d, name in enumerate(names):
             out.append({"perturbation": label, "variable": name, "mean": mean[p, d], "sd": sd[p, d],
                         "shift_sd": (mean[p, d] - mean[0, d]) / sd[0, d], "sd_ratio": sd[p, d] / sd[0, d]})
+    return pd.DataFrame(out)
+
+
+def _logo_sensitivity(net: Any, data: Any, perturbations: Any, n: int, seed: int | None, context: Any):
+    """:func:`data_sensitivity` of a multilevel amortizer: the global posterior with each group left out."""
+    import numpy as np
+    import pandas as pd
+
+    if perturbations not in ("logo", "loo"):
+        raise ValueError(f"a multilevel amortizer's data perturbations are 'logo' (each group left out), got {perturbations!r}")
+    if isinstance(data, dict) and "data" in data:
+        d = net.prepare(data["data"], group=data.get("group"))
+    else:
+        d = data if hasattr(data, "group_mask") else net.prepare(data)
+    if d.x.shape[0] != 1:
+        raise ValueError(f"one data set at a time, got {d.x.shape[0]}")
+    j = int(d.group_mask[0].sum())
+    if j < 2:
+        raise ValueError("leaving groups out needs at least two groups")
+    keep = torch.ones(j + 1, d.group_mask.shape[1])
+    keep[1:, :j] -= torch.eye(j)
+    keep = keep * d.group_mask
+    batch = {"x": d.x.expand(j + 1, -1, -1, -1).numpy(), "mask": d.mask.expand(j + 1, -1, -1).numpy(),
+             "group_mask": keep.numpy()}
+    draws = net.sample_draws(batch, n, seed=seed, context=dict(context) if context else None).global_draws
+    labels = ["none"] + [f"-{g}" for g in d.group_labels[0][:j]]
+    mean, sd = draws.mean(1), draws.std(1, ddof=1)
+    out = []
+    for p, label in enumerate(labels):
+        for k, name in enumerate(net.info.parameter_names):
+            out.append({"perturbation": label, "variable": name, "mean": mean[p, k], "sd": sd[p, k],
+                        "shift_sd": (mean[p, k] - mean[0, k]) / sd[0, k], "sd_ratio": sd[p, k] / sd[0, k]})
     return pd.DataFrame(out)

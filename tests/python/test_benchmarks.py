@@ -122,3 +122,9 @@ def test_sensitivity_formula_benchmark_runs(tmp_path):
     for case in ("sleepstudy", "cbpp"):
         assert out[case]["parameters"] >= 3 and "per_parameter_network_vs_reweighting" in out[case]
     assert out["sleepstudy"]["contexts"] == ["alpha", "beta"]
+
+
+def test_ensemble_benchmark_runs(tmp_path):
+    out = run_benchmark("ensemble.py", "--members", "2", "--epochs", "1", "--iterations", "5", "--sleep-budget", "10",
+                        "--out", str(tmp_path / "out"), tmp_path=tmp_path)
+    assert out["conjugate"]["noise_sd_5"]["data_sets"] == 50 and "observed_percentile" in out["sleepstudy"]
