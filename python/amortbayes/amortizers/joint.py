@@ -479,5 +479,11 @@ def joint_sbc(amortizer: JointAmortizer, model: Any, n_sims: int = 200, n_draws:
     data = {"x": (x * mask[..., None]).numpy(), "mask": mask.numpy()}
     draws = amortizer.posterior.sample_array(data, int(n_draws), seed=seed + 1)
     truth = theta.numpy()
-    table = sbc_check(draws, truth, list(amortizer.info.parameter_names), alpha)
-    return SBCResult(table, draws, truth, alpha, 0)
+    # surrogate data far beyond every training simulation (a barely trained likelihood network's
+    # tail) can give non-finite draws: left out and counted, as a formula fit's SBC does
+    keep = np.isfinite(draws).all(axis=(1, 2))
+    if keep.sum() < max(10, len(keep) // 2):
+        raise ValueError(f"joint_sbc(): only {int(keep.sum())} of {len(keep)} surrogate data sets gave finite "
+                         "posterior draws; the networks are not trained enough for a calibration check")
+    table = sbc_check(draws[keep], truth[keep], list(amortizer.info.parameter_names), alpha)
+    return SBCResult(table, draws[keep], truth[keep], alpha, int((~keep).sum()))

@@ -97,7 +97,9 @@ class SignedRT(RowEncoding):
         return codes, log_gap[..., None], -log_gap, valid
 
     def decode(self, codes, y, theta):
-        rt = self._shift(theta, y) + torch.exp(y[..., 0])
+        # log(rt - shift) capped at 30 (rt - shift of 10^13 s): a barely trained flow's far tail must not
+        # overflow float32 to inf; a trained one puts no mass there
+        rt = self._shift(theta, y) + torch.exp(y[..., 0].clamp(max=30.0))
         return torch.where(codes > 0, rt, -rt)[..., None]
 
 
