@@ -248,7 +248,8 @@ def sensitivity_sweep(amortizer: Any, data: Any, grid: Mapping[str, Any] | Seque
 
 
 def powerscale_sensitivity(amortizer: Any, data: Any, *, n: int = 4000, delta: float = 0.01, seed: int | None = 0,
-                           context: Mapping[str, Any] | None = None, log_normalizer: Any = None):
+                           context: Mapping[str, Any] | None = None, log_normalizer: Any = None,
+                           draws: Any = None):
     """Priorsense's power-scaling sensitivity of one data set's posterior, from the context-conditioned network.
 
     The base draws come from ``q(theta | x, c)`` at ``c`` (default: every power 1); the
@@ -257,6 +258,10 @@ def powerscale_sensitivity(amortizer: Any, data: Any, *, n: int = 4000, delta: f
     ``q(theta | x, alpha) / q(theta | x, 1)``, and the distances and derivative are priorsense's
     (:mod:`amortbayes.diagnostics.powerscale`).  A component the amortizer has no power context
     for gets NaN.  For a multilevel amortizer the draws and densities are the global parameters'.
+
+    ``draws (S, D)``: base draws to use instead of the network's (a formula fit's
+    importance-corrected ones: the network's ratio between powers is then applied to exact
+    draws, which is more accurate where the raw network is not).
 
     ``log_normalizer(draws, beta) -> (S,)``: the data set's ``N log Z(theta, beta)`` when the
     simulator powers the likelihood normalized (see the module docstring); the likelihood's
@@ -273,7 +278,7 @@ def powerscale_sensitivity(amortizer: Any, data: Any, *, n: int = 4000, delta: f
         raise ValueError(f"delta must be in (0, 0.5), got {delta!r}")
     net = _posterior_amortizer(amortizer)
     base = dict(context or {})
-    draws = net.sample_contexts(data, [base], n, seed=seed)[0]
+    draws = net.sample_contexts(data, [base], n, seed=seed)[0] if draws is None else np.asarray(draws, dtype=float)
     finite = np.isfinite(draws).all(1)
     if not finite.all():  # a barely trained flow can overflow a positive parameter's exp
         import warnings
