@@ -89,3 +89,30 @@ def test_loo_works_when_some_draws_give_a_response_zero_density(briefly_trained)
     a = psis_loo(ll, log_weights=w)
     b = psis_loo(ll, log_weights=w[:, None] - ll)
     assert np.allclose(a["elpd"], b["elpd"]) and np.allclose(a["khat"], b["khat"])
+
+
+def test_evidence_falls_back_to_prior_draws_when_no_network_draw_has_likelihood(briefly_trained):
+    """Every network draw's t0 above the fastest response: a defensive share of prior draws keeps the estimate finite."""
+    model, amortizer = briefly_trained
+
+    class Shifted:  # the posterior network's draws all put t0 at 0.5 s
+        def __init__(self, net):
+            self.net = net
+
+        def __getattr__(self, name):
+            return getattr(self.net, name)
+
+        def sample_array(self, data, n, seed=None, **kw):
+            d = self.net.sample_array(data, n, seed=seed, **kw)
+            d[:, 3] = 0.5
+            return d
+
+    x = model.simulate_data(torch.tensor([[0.5, 1.2, 0.5, 0.2]]), 30, torch.Generator().manual_seed(4))[0].numpy()
+    x[0, 0] = 0.25  # faster than every network draw's t0
+    original = amortizer.posterior
+    try:
+        amortizer._modules["posterior"] = Shifted(original)
+        out = amortizer.log_marginal_likelihood(x, 1000)
+    finally:
+        amortizer._modules["posterior"] = original
+    assert out["defensive_share"] == 0.2 and np.isfinite(out["log_ml"])

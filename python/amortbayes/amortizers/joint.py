@@ -60,6 +60,7 @@ __all__ = ["JointAmortizer", "JointSettings", "SimulationGapWarning", "joint_sbc
 MMD_LEVEL = 0.01  # a data set's summary is flagged when about 1 % of the simulator's own lie as far out
 REFERENCE_SIMS = 512  # held-out simulations whose summaries are the reference of the simulation-gap check
 THETA_CHUNK = 512  # parameter draws per pass when evaluating the surrogate likelihood
+DEFENSIVE_SHARE = 0.2  # of the evidence's draws from the prior when none of the network's has any likelihood
 
 
 class SimulationGapWarning(UserWarning):
@@ -114,6 +115,11 @@ class JointSettings:
 
 def log_prior_of(model: Any, info: ModelInfo) -> Any:
     """``model.log_prior`` (``theta (M, D) -> (M,)``), the model rebuilt from ``info`` when None; a clear error without one."""
+    return prior_model_of(model, info).log_prior
+
+
+def prior_model_of(model: Any, info: ModelInfo) -> Any:
+    """The model whose prior enters the evidence: ``model``, or the built-in one rebuilt from ``info``; it must have ``log_prior``."""
     if model is None:
         from amortbayes.models import MODELS, get_model
 
@@ -121,11 +127,10 @@ def log_prior_of(model: Any, info: ModelInfo) -> Any:
             raise ValueError(f"the marginal likelihood needs the prior density of model {info.name!r}, which is not "
                              "built in: pass model=")
         model = get_model(info.name, **info.config)
-    log_prior = getattr(model, "log_prior", None)
-    if log_prior is None:
+    if getattr(model, "log_prior", None) is None:
         raise ValueError(f"model {type(model).__name__} has no log_prior(theta): the marginal likelihood needs the "
                          "prior density")
-    return log_prior
+    return model
 
 
 class JointAmortizer(nn.Module):
@@ -356,18 +361,30 @@ class JointAmortizer(nn.Module):
         return self._simulate(torch.from_numpy(draws), x.shape[1], cov, gen).numpy()
 
     # -- evidence and cross-validation ------------------------------------------------------
-    def _weighted_draws(self, data: Any, n: int, log_prior: Any, seed: int | None, caller: str):
+    def _weighted_draws(self, data: Any, n: int, prior_model: Any, seed: int | None, caller: str,
+                        defensive: float = 0.0):
         """Posterior draws of one data set, the surrogate's pointwise log likelihoods ``(S, N)`` and, with a prior
-        density, each draw's full-data log importance weight ``log q(x | theta) + log p(theta) - log q(theta | x)``
-        and its prior-to-proposal part ``log p(theta) - log q(theta | x)``."""
+        model, each draw's full-data log importance weight ``log q(x | theta) + log p(theta) - log r(theta)`` and its
+        prior-to-proposal part ``log p(theta) - log r(theta)``.
+
+        The proposal ``r`` is the posterior network, or with ``defensive = e > 0`` the mixture
+        ``(1 - e) q(theta | x) + e p(theta)`` (a share ``e`` of the draws from the prior), whose
+        weights stay finite where the network's draws all miss the likelihood's support.
+        """
         x, mask = self._one_data_set(data, caller)
         self.check_summaries(data)
-        draws = self.posterior.sample_array(data, int(n), seed=seed)
+        m = int(round(n * defensive)) if prior_model is not None else 0
+        draws = self.posterior.sample_array(data, int(n) - m, seed=seed)
+        if m:
+            gen = make_generator(None if seed is None else seed + 7)
+            draws = np.concatenate([draws, prior_model.sample_prior(m, gen).numpy().astype(draws.dtype)])
         log_lik = self._log_lik_rows(x, mask, torch.from_numpy(draws))
-        if log_prior is None:
+        if prior_model is None:
             return log_lik, None, None
         log_q = self.posterior.log_prob(draws, data).astype(np.float64)
-        log_p = np.asarray(log_prior(torch.from_numpy(draws.astype(np.float64))), dtype=np.float64)
+        log_p = np.asarray(prior_model.log_prior(torch.from_numpy(draws.astype(np.float64))), dtype=np.float64)
+        if m:
+            log_q = np.logaddexp(math.log1p(-defensive) + log_q, math.log(defensive) + log_p)
         log_w = log_lik.sum(-1) + log_p - log_q
         return log_lik, np.where(np.isnan(log_w), -np.inf, log_w), log_p - log_q
 
@@ -376,9 +393,11 @@ class JointAmortizer(nn.Module):
         """``log p(x)`` of one data set by importance sampling with the posterior network as proposal.
 
         Returns ``log_ml`` (the estimate), ``mc_se`` (its Monte Carlo SE, delta method),
-        ``pareto_k`` and ``ess`` of the importance weights.  ``model``: the model whose prior
-        density ``log_prior(theta)`` enters (default: the built-in model the amortizer was
-        trained on).
+        ``pareto_k`` and ``ess`` of the importance weights, and ``defensive_share``: 0, or the
+        share of draws taken from the prior when none of the posterior network's draws had any
+        likelihood (a support bound it misses; then trust the estimate only as far as ``pareto_k``
+        allows).  ``model``: the model whose prior density ``log_prior(theta)`` enters (default:
+        the built-in model the amortizer was trained on; its ``sample_prior`` for the fallback).
         """
         return self.evidence_and_loo(data, n, model=model, seed=seed, loo=False)[0]
 
@@ -394,17 +413,25 @@ class JointAmortizer(nn.Module):
         ``pointwise`` (a DataFrame of ``observation``, ``elpd``, ``khat``).
         """
         try:
-            log_prior = log_prior_of(model, self.info)
+            prior_model = prior_model_of(model, self.info)
         except ValueError:
-            log_prior = None
-        return _loo(*self._weighted_draws(data, n, log_prior, seed, "elpd_loo"))
+            prior_model = None
+        return _loo(*self._weighted_draws(data, n, prior_model, seed, "elpd_loo"))
 
     def evidence_and_loo(self, data: Any, n: int = 4000, *, model: Any = None, seed: int | None = 0,
                          loo: bool = True) -> tuple[dict[str, float], dict[str, Any] | None]:
         """:meth:`log_marginal_likelihood` and (``loo=True``) :meth:`elpd_loo` from one set of draws and likelihoods."""
-        log_lik, log_w, ratio = self._weighted_draws(data, n, log_prior_of(model, self.info), seed,
-                                                     "log_marginal_likelihood")
-        return _importance_estimate(log_w), (_loo(log_lik, log_w, ratio) if loo else None)
+        prior_model = prior_model_of(model, self.info)
+        log_lik, log_w, ratio = self._weighted_draws(data, n, prior_model, seed, "log_marginal_likelihood")
+        defensive = 0.0
+        if not np.isfinite(log_w).any() and hasattr(prior_model, "sample_prior"):
+            # no network draw has any likelihood (a support bound the posterior network misses, such as
+            # the diffusion model's t0 above the fastest response): a share of draws from the prior
+            defensive = DEFENSIVE_SHARE
+            log_lik, log_w, ratio = self._weighted_draws(data, n, prior_model, seed, "log_marginal_likelihood",
+                                                         defensive)
+        evidence = {**_importance_estimate(log_w), "defensive_share": defensive}
+        return evidence, (_loo(log_lik, log_w, ratio) if loo else None)
 
     # -- persistence ----------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
