@@ -32,7 +32,8 @@ from amortbayes.reference import (
 from amortbayes.reference.stan import _diagnostics, _outside_event_loop, _retry_races
 
 FIXTURES = Path(__file__).parent / "fixtures"
-PROGRAMS = ["ar1_multilevel", "ddm_shared_bias", "ddm_subject_bias", "hierarchical_linear"]
+PROGRAMS = ["ar1_multilevel", "ddm_shared_bias", "ddm_subject_bias", "hierarchical_linear"]  # multilevel, with log_lik_group
+FLAT_PROGRAMS = ["conjugate_gaussian_powered"]  # the sensitivity benchmark's power-scaled reference
 
 
 def sleepstudy_data() -> dict:
@@ -181,7 +182,9 @@ def test_compare_errors():
 
 
 def test_known_programs_and_data_blocks():
-    assert known_programs() == PROGRAMS
+    assert known_programs() == sorted(PROGRAMS + FLAT_PROGRAMS)
+    assert data_names(stan_program("conjugate_gaussian_powered")) == [
+        "N", "y", "prior_mean", "prior_sd", "noise_sd", "alpha", "beta", "student", "nu"]
     assert data_names(stan_program("hierarchical_linear")) == [
         "J", "N_max", "N", "x", "y", *HIERARCHICAL_LINEAR_PRIORS,
     ]
