@@ -19,8 +19,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from _common import emit, parser, setup, train_or_load, training_arguments
 
 

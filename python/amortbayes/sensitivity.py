@@ -356,7 +356,6 @@ def data_sensitivity(amortizer: Any, data: Any, perturbations: Any = "loo", *, n
 
 def _logo_sensitivity(net: Any, data: Any, perturbations: Any, n: int, seed: int | None, context: Any):
     """:func:`data_sensitivity` of a multilevel amortizer: the global posterior with each group left out."""
-    import numpy as np
     import pandas as pd
 
     if perturbations not in ("logo", "loo"):
