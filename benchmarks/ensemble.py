@@ -32,6 +32,7 @@ def main() -> None:
     p = parser(__doc__)
     training_arguments(p, epochs=20, iterations=200, lr=5e-4)
     p.add_argument("--members", type=int, default=5)
+    p.add_argument("--data-sets", type=int, default=50, help="well- and misspecified conjugate data sets each")
     p.add_argument("--sleep-budget", type=int, default=5000, help="training steps of the sleepstudy ensemble")
     p.add_argument("--out", default="benchmark-ensemble")
     args = p.parse_args()
@@ -52,9 +53,9 @@ def main() -> None:
     model = ConjugateGaussian(dim=1, n_obs=(10, 30))
     ens = train_or_load(lambda m: EnsembleAmortizer(m, EnsembleSettings(members=args.members)), model,
                         out / "conjugate", args, result, "conjugate")
-    good = ens.disagreement([x for _, x in simulated_data_sets(model, 50, seed=3)])
+    good = ens.disagreement([x for _, x in simulated_data_sets(model, args.data_sets, seed=3)])
     wide = ConjugateGaussian(dim=1, n_obs=(10, 30), noise_sd=5.0)
-    bad = ens.disagreement([x for _, x in simulated_data_sets(wide, 50, seed=3)])
+    bad = ens.disagreement([x for _, x in simulated_data_sets(wide, args.data_sets, seed=3)])
     result["conjugate"] = {"well_specified": _summary(good), "noise_sd_5": _summary(bad),
                            "score_ratio_of_medians": round(float(bad["score"].median() / good["score"].median()), 1)}
 

@@ -34,6 +34,7 @@ def main() -> None:
     p = parser(__doc__)
     training_arguments(p, epochs=30, iterations=200, lr=5e-4)
     p.add_argument("--data-sets", type=int, default=20)
+    p.add_argument("--c2st-sets", type=int, default=10, help="Student-t data sets of the discrete-context C2ST")
     p.add_argument("--sweep-points", type=int, default=50, help="contexts of the timed sweep (and Stan refits)")
     p.add_argument("--no-stan", action="store_true", help="skip the Stan refits")
     p.add_argument("--out", default="benchmark-sensitivity")
@@ -95,7 +96,7 @@ def main() -> None:
     # the discrete context against a separately trained Student-t amortizer, on Student-t data
     student = models["student"]
     scores = []
-    for k, (_, x) in enumerate(simulated_data_sets(student, 10, seed=13)):
+    for k, (_, x) in enumerate(simulated_data_sets(student, args.c2st_sets, seed=13)):
         a = amortizer.sample_array(x, 2000, seed=k, context={"likelihood": "student_t"})
         b = nets["student"].sample_array(x, 2000, seed=k + 100)
         scores.append(float(c2st(a, b)))

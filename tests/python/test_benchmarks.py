@@ -108,7 +108,7 @@ def test_joint_ddm_benchmark_runs(tmp_path):
 
 
 def test_sensitivity_benchmark_runs(tmp_path):
-    out = run_benchmark("sensitivity.py", "--no-stan", "--epochs", "1", "--iterations", "3", "--data-sets", "2",
+    out = run_benchmark("sensitivity.py", "--no-stan", "--epochs", "1", "--iterations", "3", "--data-sets", "2", "--c2st-sets", "2",
                         "--sweep-points", "5", "--out", str(tmp_path / "out"), tmp_path=tmp_path)
     assert out["train_steps"] == 3 and out["grid"]["data_sets"] == 2
     assert {"context_cost_ratio", "student_t_context_vs_separate_c2st", "powerscale_network_vs_reweighting",
@@ -126,5 +126,6 @@ def test_sensitivity_formula_benchmark_runs(tmp_path):
 
 def test_ensemble_benchmark_runs(tmp_path):
     out = run_benchmark("ensemble.py", "--members", "2", "--epochs", "1", "--iterations", "5", "--sleep-budget", "10",
+                        "--data-sets", "10",
                         "--out", str(tmp_path / "out"), tmp_path=tmp_path)
-    assert out["conjugate"]["noise_sd_5"]["data_sets"] == 50 and "observed_percentile" in out["sleepstudy"]
+    assert out["conjugate"]["noise_sd_5"]["data_sets"] == 10 and "observed_percentile" in out["sleepstudy"]
