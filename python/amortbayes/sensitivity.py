@@ -317,11 +317,11 @@ def data_sensitivity(amortizer: Any, data: Any, perturbations: Any = "loo", *, n
     Returns:
         one row per perturbation and parameter: ``perturbation``, ``variable``, ``mean``,
         ``sd``, ``shift_sd`` (change of the posterior mean in base posterior SDs) and
-        ``sd_ratio`` (posterior SD over the base one).  Multilevel fits have ``logo()`` for
-        leaving out whole groups.
+        ``sd_ratio`` (posterior SD over the base one).  For a multilevel amortizer (``data``
+        prepared, a batch dict, or ``{"data": long frame, "group": column}``) the perturbation
+        is ``"logo"``: each group left out, the global parameters reported.
     """
     import numpy as np
-    import pandas as pd
 
     net = getattr(amortizer, "amortizer", amortizer)
     if hasattr(net, "sample_draws"):  # a multilevel amortizer: leave each group out, all in one batched pass
@@ -344,20 +344,21 @@ def data_sensitivity(amortizer: Any, data: Any, perturbations: Any = "loo", *, n
     labels = ["none"] + list(sets)
     kw = {"context": dict(context)} if context else {}
     draws = amortizer.sample_array([rows, *sets.values()], n, seed=seed, **kw)  # (1 + P, n, D)
-    names = list(amortizer.info.parameter_names)
+    return _shift_table(labels, amortizer.info.parameter_names, draws)
+
+
+def _shift_table(labels: Sequence[str], names: Sequence[str], draws: Any):
+    """One row per perturbation and parameter from draws ``(1 + P, n, D)``, the first of the unperturbed data."""
+    import pandas as pd
+
     mean, sd = draws.mean(1), draws.std(1, ddof=1)
-    out = []
-    for p, label in enumerate(labels):
-        for d, name in enumerate(names):
-            out.append({"perturbation": label, "variable": name, "mean": mean[p, d], "sd": sd[p, d],
-                        "shift_sd": (mean[p, d] - mean[0, d]) / sd[0, d], "sd_ratio": sd[p, d] / sd[0, d]})
-    return pd.DataFrame(out)
+    return pd.DataFrame([{"perturbation": label, "variable": name, "mean": mean[p, d], "sd": sd[p, d],
+                          "shift_sd": (mean[p, d] - mean[0, d]) / sd[0, d], "sd_ratio": sd[p, d] / sd[0, d]}
+                         for p, label in enumerate(labels) for d, name in enumerate(names)])
 
 
 def _logo_sensitivity(net: Any, data: Any, perturbations: Any, n: int, seed: int | None, context: Any):
     """:func:`data_sensitivity` of a multilevel amortizer: the global posterior with each group left out."""
-    import pandas as pd
-
     if perturbations not in ("logo", "loo"):
         raise ValueError(f"a multilevel amortizer's data perturbations are 'logo' (each group left out), got {perturbations!r}")
     if isinstance(data, dict) and "data" in data:
@@ -375,11 +376,4 @@ def _logo_sensitivity(net: Any, data: Any, perturbations: Any, n: int, seed: int
     batch = {"x": d.x.expand(j + 1, -1, -1, -1).numpy(), "mask": d.mask.expand(j + 1, -1, -1).numpy(),
              "group_mask": keep.numpy()}
     draws = net.sample_draws(batch, n, seed=seed, context=dict(context) if context else None).global_draws
-    labels = ["none"] + [f"-{g}" for g in d.group_labels[0][:j]]
-    mean, sd = draws.mean(1), draws.std(1, ddof=1)
-    out = []
-    for p, label in enumerate(labels):
-        for k, name in enumerate(net.info.parameter_names):
-            out.append({"perturbation": label, "variable": name, "mean": mean[p, k], "sd": sd[p, k],
-                        "shift_sd": (mean[p, k] - mean[0, k]) / sd[0, k], "sd_ratio": sd[p, k] / sd[0, k]})
-    return pd.DataFrame(out)
+    return _shift_table(["none"] + [f"-{g}" for g in d.group_labels[0][:j]], net.info.parameter_names, draws)

@@ -217,17 +217,15 @@ class FlatModel(abc.ABC):
     ) -> Batch:
         """Simulate a batch with a size ``N_i`` drawn per data set from ``n_obs`` (inclusive)."""
         lo, hi = _size_range(self.n_obs if n_obs is None else n_obs)
-        space = ContextSpace(getattr(self, "contexts", None))
-        kw = {"context": space.sample(batch_size, generator)} if space else {}
+        space, context = draw_contexts(self, batch_size, generator)
+        kw = {"context": context} if space else {}
         theta = self.sample_prior(batch_size, generator, **kw).float()
         sizes = torch.randint(lo, hi + 1, (batch_size,), generator=generator)
         n_max = int(sizes.max())
         x = self.simulate_data(theta, n_max, generator, **kw).float()
         mask = (torch.arange(n_max)[None, :] < sizes[:, None]).float()
         batch = {"theta_global": theta, "x": x * mask[..., None], "mask": mask}
-        if space:
-            batch["context"] = space.encode(kw["context"])
-        return batch
+        return with_context(batch, space, context)
 
 
 class MultilevelModel(abc.ABC):
@@ -332,8 +330,8 @@ class MultilevelModel(abc.ABC):
         """A batch with ``J`` drawn per data set and ``N_j`` per group (inclusive ranges)."""
         jlo, jhi = _size_range(self.n_groups if n_groups is None else n_groups)
         nlo, nhi = _size_range(self.n_obs if n_obs is None else n_obs)
-        space = ContextSpace(getattr(self, "contexts", None))
-        kw = {"context": space.sample(batch_size, generator)} if space else {}
+        space, context = draw_contexts(self, batch_size, generator)
+        kw = {"context": context} if space else {}
         theta_g = self.sample_global(batch_size, generator, **kw).float()
         groups = torch.randint(jlo, jhi + 1, (batch_size,), generator=generator)
         j_max = int(groups.max())
@@ -354,9 +352,20 @@ class MultilevelModel(abc.ABC):
             "mask": mask,
             "group_mask": group_mask,
         }
-        if space:
-            batch["context"] = space.encode(kw["context"])
-        return batch
+        return with_context(batch, space, context)
+
+
+def draw_contexts(model: Any, n: int, generator: torch.Generator | None) -> tuple[ContextSpace, dict | None]:
+    """A model's context space and one draw of its contexts per data set (None when it declares none)."""
+    space = ContextSpace(getattr(model, "contexts", None))
+    return space, (space.sample(n, generator) if space else None)
+
+
+def with_context(batch: Batch, space: ContextSpace, context: dict | None) -> Batch:
+    """``batch`` with the encoded contexts under ``"context"`` (unchanged without contexts)."""
+    if space:
+        batch["context"] = space.encode(context)
+    return batch
 
 
 def _size_range(n: int | tuple[int, int] | Sequence[int]) -> tuple[int, int]:

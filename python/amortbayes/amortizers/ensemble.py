@@ -142,7 +142,7 @@ class EnsembleAmortizer(nn.Module):
         if not self.multilevel:
             return np.stack([m.sample_array(data, n, seed=None if seed is None else base + i, context=context)
                              for i, m in enumerate(self.members)])
-        d = self.members[0].prepare(data, **kwargs) if not isinstance(data, dict) else self.members[0].prepare(data)
+        d = self.members[0].prepare(data, **kwargs)
         draws = np.stack([m.sample_draws(d, n, seed=None if seed is None else base + i, context=context).global_draws
                           for i, m in enumerate(self.members)])
         return draws[:, 0] if draws.shape[1] == 1 and not isinstance(data, dict) else draws

@@ -232,13 +232,16 @@ class PosteriorAmortizer(nn.Module):
         c = self.user_context(context)
         dev = module_device(self)
         with inference_mode(self):
-            context = self.condition(x.to(dev), mask.to(dev), c)
-            b, m = context.shape[0], th.shape[0]
-            th = th.to(dev)
-            z = self.theta_map(th).repeat(b, 1)
-            lp = self.flow.log_prob(z, context=context.repeat_interleave(m, dim=0)).reshape(b, m)
-            lp = (lp + self.theta_map.log_abs_det(th)[None, :]).cpu().numpy()
+            lp = self._log_prob_under(th, self.condition(x.to(dev), mask.to(dev), c)).cpu().numpy()
         return lp[0] if single else lp
+
+    def _log_prob_under(self, th: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """``log q(theta_m | cond_b)`` on the original scale for every condition row and value, ``(B, M)``."""
+        b, m = cond.shape[0], th.shape[0]
+        th = th.to(cond.device)
+        z = self.theta_map(th).repeat(b, 1)
+        lp = self.flow.log_prob(z, context=cond.repeat_interleave(m, dim=0)).reshape(b, m)
+        return lp + self.theta_map.log_abs_det(th)[None, :]
 
     def _draws(self, data: Any, n: int, seed: int | None, context: Any = None) -> tuple[np.ndarray, bool]:
         if not isinstance(n, (int, np.integer)) or n < 1:
@@ -272,11 +275,7 @@ class PosteriorAmortizer(nn.Module):
         self.theta_map.check_support(th, self.info.parameter_names)
         cond = self._context_condition(data, contexts)
         with inference_mode(self):
-            th = th.to(cond.device)
-            g, m = cond.shape[0], th.shape[0]
-            z = self.theta_map(th).repeat(g, 1)
-            lp = self.flow.log_prob(z, context=cond.repeat_interleave(m, dim=0)).reshape(g, m)
-            return (lp + self.theta_map.log_abs_det(th)[None, :]).double().cpu().numpy()
+            return self._log_prob_under(th, cond).double().cpu().numpy()
 
     def _context_condition(self, data: Any, contexts: Sequence[dict[str, Any]]) -> torch.Tensor:
         """The flow's condition ``(G, C')`` of one data set under each context (each checked as :meth:`user_context`)."""

@@ -48,7 +48,7 @@ from amortbayes.formula.families import Family, get_family
 from amortbayes.formula.priors import Prior, combine_priors, default_priors
 from amortbayes.formula.terms import FormulaTerms
 from amortbayes.sensitivity import ContextSpace
-from amortbayes.simulation import MultilevelModel, pad_datasets
+from amortbayes.simulation import MultilevelModel, draw_contexts, pad_datasets, with_context
 
 # families whose likelihood to a power is again theirs, so that a context can power it by simulation
 POWERED_FAMILIES = ("gaussian", "student")
@@ -377,8 +377,7 @@ class FormulaModel(MultilevelModel):
         from amortbayes.simulation import _size_range
 
         jlo, jhi = _size_range(self.n_groups if n_groups is None else n_groups)
-        space = ContextSpace(self.contexts)
-        context = space.sample(batch_size, generator) if space else None
+        space, context = draw_contexts(self, batch_size, generator)
         theta_g = self.sample_global(batch_size, generator, context)
         theta_y = self.powered_likelihood(theta_g, self._powers(context, batch_size)[1])  # the responses' globals
         counts = torch.randint(jlo, jhi + 1, (batch_size,), generator=generator)
@@ -398,9 +397,7 @@ class FormulaModel(MultilevelModel):
         theta_l = theta_l.float()
         batch = {"theta_global": theta_g.float(), "theta_local": theta_l * group_mask[..., None],
                  "x": x.float() * mask[..., None], "mask": mask, "group_mask": group_mask}
-        if space:
-            batch["context"] = space.encode(context)
-        return batch
+        return with_context(batch, space, context)
 
     def simulate_data(self, theta_global, theta_local, n_obs, generator=None, sizes=None, context=None) -> torch.Tensor:
         b, j = theta_local.shape[:2]
