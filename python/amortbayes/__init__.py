@@ -16,6 +16,7 @@ from amortbayes.formula import AmortizedFit, amortize, default_prior, prior
 from amortbayes.inference.compare import compare_models
 from amortbayes.io import load, save
 from amortbayes.networks import FlowSettings
+from amortbayes.robust import FIMTrace, attack, robustness_report, robustness_tradeoff
 from amortbayes.sensitivity import (
     choice,
     data_sensitivity,
@@ -30,6 +31,7 @@ __all__ = [
     "AmortizedFit",
     "EnsembleAmortizer",
     "EnsembleSettings",
+    "FIMTrace",
     "Batch",
     "FlatModel",
     "FlowSettings",
@@ -47,6 +49,7 @@ __all__ = [
     "TrainingDiverged",
     "__version__",
     "amortize",
+    "attack",
     "choice",
     "data_sensitivity",
     "compare_models",
@@ -56,6 +59,8 @@ __all__ = [
     "power_scale",
     "powerscale_sensitivity",
     "prior",
+    "robustness_report",
+    "robustness_tradeoff",
     "save",
     "sensitivity_sweep",
     "summarize_draws",

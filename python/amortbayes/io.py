@@ -53,6 +53,9 @@ def save(amortizer: torch.nn.Module, path: str | Path) -> Path:
         "class": cls,
         "config": amortizer.config(),
     }
+    regularizer = getattr(amortizer, "regularizer", None)
+    if regularizer is not None:  # how it was trained (amortbayes.robust.FIMTrace)
+        meta["regularizer"] = regularizer.to_dict()
     state = {k: v.detach().cpu() for k, v in amortizer.state_dict().items()}
     torch.save(state, folder / WEIGHTS_FILE)
     (folder / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
@@ -100,6 +103,10 @@ def load(path: str | Path, model: Any = None, device: str = "cpu") -> torch.nn.M
         amortizer.load_state_dict(state)
     except RuntimeError as err:
         raise ValueError(f"the weights in {folder} do not match its config.json: {err}") from err
+    if meta.get("regularizer") is not None:
+        from amortbayes.robust.fim import regularizer_from_dict
+
+        amortizer.regularizer = regularizer_from_dict(meta["regularizer"])
     return amortizer.to(device).eval()
 
 

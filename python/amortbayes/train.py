@@ -4,6 +4,10 @@
 and gradient-norm clipping.  It serves every amortizer (posterior, multilevel, and later
 joint, sensitivity-aware and FIM-regularised ones), which differ only in their loss.
 
+A ``regularizer`` (:class:`amortbayes.robust.FIMTrace`) adds its own gradient to the loss's
+before each optimizer step (separate gradients, Glöckler et al. 2023); it is recorded on the
+amortizer (``amortizer.regularizer``, saved by :func:`amortbayes.save`) and in checkpoints.
+
 * **online**: every step simulates a fresh batch from ``simulator``; an epoch is
   ``iterations_per_epoch`` steps; validation uses one fixed simulated set.
 * **offline**: ``data`` is a fixed batch of simulations (a simulation budget); a
@@ -151,6 +155,7 @@ def fit(
     seed: int = 0,
     progress: bool = True,
     adapt: bool = True,
+    regularizer: Any = None,
 ) -> pd.DataFrame:
     """Train ``amortizer`` online on ``simulator`` or offline on a fixed simulated ``data`` batch.
 
@@ -174,6 +179,8 @@ def fit(
             data) first.  ``False`` continues training an amortizer that was trained before
             (a larger budget, a lower learning rate) with the standardization its weights
             were trained under; the optimizer and the schedule start afresh.
+        regularizer: a term added to the loss through its own gradient,
+            :class:`amortbayes.robust.FIMTrace` (adversarial robustness); None: plain training.
 
     Returns:
         The loss history, one row per epoch run: ``epoch``, ``train_loss`` (the mean over
@@ -185,7 +192,8 @@ def fit(
         weights the amortizer ends with: the best one offline, the last one online unless
         ``keep_best=True``).  Offline training stops
         early after ``patience`` epochs without improvement, so it may have fewer rows
-        than ``settings.epochs``.
+        than ``settings.epochs``.  With a regularizer, also ``fim_trace``: the epoch's mean
+        Monte Carlo estimate of ``tr(I_x)`` (``train_loss`` stays the NPE loss alone).
 
     Warns:
         OverfittingWarning: offline, the validation loss ended more than 0.5 nats above its
@@ -207,6 +215,10 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     amortizer.to(dev)
+    if regularizer is not None and not hasattr(regularizer, "bind"):
+        raise TypeError(f"regularizer must be a regularizer such as amortbayes.robust.FIMTrace(beta=...), "
+                        f"got {type(regularizer).__name__}")
+    amortizer.regularizer = regularizer  # saved with the amortizer (amortbayes.save)
 
     # the validation set and the training split are fixed by the seed, before any resume
     if data is not None:
@@ -237,7 +249,8 @@ def fit(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=total_steps, eta_min=s.learning_rate * s.final_lr_fraction
     )
-    fingerprint = json.dumps(amortizer.config(), sort_keys=True)
+    fingerprint = json.dumps({**amortizer.config(), **({"regularizer": regularizer.to_dict()} if regularizer else {})},
+                             sort_keys=True)
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
 
     history: list[dict[str, Any]] = []
@@ -245,9 +258,10 @@ def fit(
     params = [p for p in amortizer.parameters()]
     ema = [p.detach().clone() for p in params]
     best = _Best(params)
+    reg = regularizer.bind(amortizer, params) if regularizer is not None else None  # checks it can take the amortizer
     if resume:
         start_epoch, history = _load_checkpoint(
-            ckpt_path, amortizer, optimizer, scheduler, gen, fingerprint, dev, ema, best
+            ckpt_path, amortizer, optimizer, scheduler, gen, fingerprint, dev, ema, best, reg
         )
     elif adapt:
         adapt_batch = train if train is not None else simulator.simulate(s.adapt_sims, gen)  # type: ignore[union-attr]
@@ -286,6 +300,8 @@ def fit(
                 continue
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if reg is not None:
+                reg.add_gradient(batch, epoch * steps_per_epoch + step)
             if s.clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(amortizer.parameters(), s.clip_grad_norm)
             optimizer.step()
@@ -308,11 +324,13 @@ def fit(
                 "lr": optimizer.param_groups[0]["lr"],
                 "seconds": time.perf_counter() - t0,
                 "skipped_batches": len(skipped),
+                **({"fim_trace": reg.epoch_value()} if reg is not None else {}),
             }
         )
         bar.set_postfix(loss=f"{history[-1]['train_loss']:.3f}", val=f"{val_loss:.3f}", best=best.epoch)
         if ckpt_path is not None:
-            _save_checkpoint(ckpt_path, epoch + 1, amortizer, optimizer, scheduler, gen, history, fingerprint, ema, best)
+            _save_checkpoint(ckpt_path, epoch + 1, amortizer, optimizer, scheduler, gen, history, fingerprint, ema, best,
+                             reg)
     bar.close()
     if keep_best and best.epoch > 0:
         best.restore(params)  # the amortizer ends with the best epoch's averaged weights
@@ -324,7 +342,7 @@ def fit(
         calibrate({k: v.to(dev) for k, v in val.items()})
     kept = best.epoch if keep_best and best.epoch > 0 else (history[-1]["epoch"] if history else 0)
     frame = pd.DataFrame([{**h, "best": h["epoch"] == best.epoch, "kept": h["epoch"] == kept} for h in history],
-                         columns=HISTORY_COLUMNS)
+                         columns=HISTORY_COLUMNS + (["fim_trace"] if reg is not None else []))
     if offline:
         _warn_if_overfitting(frame, best.epoch, train_size(train), keep_best)
     return frame
@@ -480,7 +498,7 @@ def _evaluate(amortizer: torch.nn.Module, val: Batch | None, chunk: int, dev: to
     return total / n
 
 
-def _save_checkpoint(path, epoch, amortizer, optimizer, scheduler, gen, history, fingerprint, ema, best) -> None:
+def _save_checkpoint(path, epoch, amortizer, optimizer, scheduler, gen, history, fingerprint, ema, best, reg=None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         "epoch": epoch,
@@ -493,13 +511,14 @@ def _save_checkpoint(path, epoch, amortizer, optimizer, scheduler, gen, history,
         "history": history,
         "ema": ema,
         "best": best.state(),  # best["epoch"]: the epoch whose weights an offline run ends with
+        "regularizer": reg.state_dict() if reg is not None else None,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)  # atomic: an interruption never leaves a half-written checkpoint
 
 
-def _load_checkpoint(path, amortizer, optimizer, scheduler, gen, fingerprint, dev, ema, best):
+def _load_checkpoint(path, amortizer, optimizer, scheduler, gen, fingerprint, dev, ema, best, reg=None):
     if path is None or not path.exists():
         raise ValueError(f"resume=True but no checkpoint found at {path}")
     state = torch.load(path, map_location=dev, weights_only=True)
@@ -517,6 +536,8 @@ def _load_checkpoint(path, amortizer, optimizer, scheduler, gen, fingerprint, de
         for e, saved in zip(ema, state.get("ema") or [p.detach() for p in amortizer.parameters()]):
             e.copy_(saved)
     best.load(state.get("best"))
+    if reg is not None and state.get("regularizer"):
+        reg.load_state_dict(state["regularizer"], dev)
     gen.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     return int(state["epoch"]), list(state["history"])

@@ -11,6 +11,7 @@ from amortbayes.models.ar1 import AR1Multilevel
 from amortbayes.models.conjugate_gaussian import ConjugateGaussian
 from amortbayes.models.ddm import HierarchicalDDM
 from amortbayes.models.full_ddm import FullDDM
+from amortbayes.models.gaussian_linear import GaussianLinear
 from amortbayes.models.hierarchical_gaussian import HierarchicalGaussian
 from amortbayes.models.hierarchical_linear import HierarchicalLinear
 from amortbayes.models.linear_regression import GaussianLinearRegression
@@ -20,6 +21,7 @@ MODELS: dict[str, type] = {
     "ar1_multilevel": AR1Multilevel,
     "conjugate_gaussian": ConjugateGaussian,
     "gaussian_linear": GaussianLinearRegression,
+    "gaussian_linear_vector": GaussianLinear,
     "ddm": HierarchicalDDM,
     "full_ddm": FullDDM,
     "hierarchical_gaussian": HierarchicalGaussian,
@@ -67,4 +69,4 @@ def simulated_data_sets(model: Any, n: int, seed: int = 7) -> list[tuple[np.ndar
     return out
 
 
-__all__ = ["AR1Multilevel", "ConjugateGaussian", "FullDDM", "HierarchicalDDM", "GaussianLinearRegression", "HierarchicalGaussian", "HierarchicalLinear", "MODELS", "TwoMoons", "example_data", "get_model", "simulated_data_sets"]
+__all__ = ["AR1Multilevel", "ConjugateGaussian", "FullDDM", "GaussianLinear", "HierarchicalDDM", "GaussianLinearRegression", "HierarchicalGaussian", "HierarchicalLinear", "MODELS", "TwoMoons", "example_data", "get_model", "simulated_data_sets"]

@@ -21,6 +21,8 @@ safe in scripts, notebooks (the returned figure displays itself) and through ret
   ``elpd_diff`` and its SE (Habermann et al. 2024, Figure 9).
 - :func:`plot_sensitivity_sweep`: posterior mean and 90 % interval of each parameter against a
   context (a prior or likelihood power, a modelling choice).
+- :func:`plot_robustness`: attacked-posterior KL against the radius and expected coverage of
+  attacked posteriors; :func:`plot_robustness_tradeoff`: NLL against attacked KL over beta.
 
 References:
     Talts, Betancourt, Simpson, Vehtari & Gelman (2018). Validating Bayesian inference
@@ -50,6 +52,7 @@ from amortbayes.plots.calibration import (
     plot_z_score_contraction,
 )
 from amortbayes.plots.posterior import plot_group_intervals, plot_logo, plot_posterior_pairs, plot_sensitivity_sweep
+from amortbayes.plots.robust import plot_robustness, plot_robustness_tradeoff
 from amortbayes.plots.training import plot_loss
 
 __all__ = [
@@ -64,4 +67,6 @@ __all__ = [
     "plot_group_intervals",
     "plot_logo",
     "plot_sensitivity_sweep",
+    "plot_robustness",
+    "plot_robustness_tradeoff",
 ]
