@@ -28,6 +28,9 @@
 #'   powers for the gaussian and student families). Then [sensitivity_sweep()] and
 #'   `powerscale_sensitivity(fit, method = "amortized")` work from the network; the fit's own
 #'   draws are of the model as written.
+#' @param regularizer `NULL`, or [fim_trace()] for a network whose posterior resists small
+#'   perturbations of the response (adversarial robustness; the groups' rows reach the
+#'   networks, not their moments); [robustness()] measures it.
 #' @return An object of class `amortfit`.
 #' @examples
 #' \dontrun{
@@ -37,14 +40,15 @@
 #' @export
 amortize <- function(formula, data, family = "gaussian", prior = NULL, file = NULL, budget = NULL,
                      method = c("importance", "amortized"), draws = 4000, seed = 0, progress = interactive(),
-                     sensitivity = NULL) {
+                     sensitivity = NULL, regularizer = NULL) {
   method <- match.arg(method)
   check_data(data)
   check_sensitivity(sensitivity)
+  check_regularizer(regularizer)
   text <- formula_text(formula)
   fam <- family_name(family, text)
   py <- py_call("fit", text, data, fam, prior_records(prior), budget, method, draws, seed, progress,
-                if (is.null(file)) NULL else path.expand(file), sensitivity)
+                if (is.null(file)) NULL else path.expand(file), sensitivity, unclass(regularizer))
   new_amortfit(py, text, fam, data, prior)
 }
 

@@ -201,3 +201,24 @@ def test_robustness_tradeoff_frame_plots(tmp_path):
     assert (tmp_path / "t.png").exists() and len(fig.axes) == 1
     with pytest.raises(ValueError, match="needs the columns"):
         plot_robustness_tradeoff(frame.drop(columns="nll"))
+
+
+def test_formula_fit_with_a_regularizer_attacks_its_response_only():
+    from amortbayes import amortize
+    from amortbayes.data import load_dataset
+
+    sleep = load_dataset("sleepstudy")
+    fitted = amortize("Reaction ~ Days + (Days | Subject)", sleep, budget=30, method="amortized", draws=100,
+                      progress=False, regularizer=FIMTrace(0.1))
+    assert fitted.model.group_data == "rows"  # a regularizer acts on rows
+    assert fitted.amortizer.regularizer.columns == ("Reaction",)
+    result = fitted.attack(0.5, steps=5, eval_draws=50)
+    response = list(fitted.model.data_names).index("Reaction")
+    others = np.delete(result.delta, response, axis=-1)
+    assert np.all(others == 0) and np.any(result.delta[..., response] != 0)
+    report = fitted.robustness(eps=(0.5,), n_sims=4, eval_draws=50, steps=3)
+    assert report.summary["eps"].tolist() == [0.0, 0.5]
+    moments = amortize("Reaction ~ Days + (Days | Subject)", sleep, budget=5, method="amortized", draws=50,
+                       progress=False)
+    with pytest.raises(ValueError, match="moment sums.*group_data='rows'"):
+        moments.attack(0.5)

@@ -290,6 +290,33 @@ class AmortizedFit:
 
         return sensitivity_sweep(self.amortizer, self._prepared(), grid, n=n, seed=seed)
 
+    def _response_columns(self) -> list[str]:
+        return list(self.model.data_names[-self.model.n_response_columns:])
+
+    def attack(self, eps: float = 0.5, *, norm: str = "l2", group: Any = None, columns: list[str] | None = None,
+               seed: int = 0, **kwargs: Any):
+        """The perturbation of this fit's response within radius ``eps`` (standardized units) that moves the network's posterior most.
+
+        See :func:`amortbayes.robust.attack`; ``columns`` default to the response's, ``group``
+        (a level) restricts it to one group's rows.  Needs a rows layout
+        (``amortize(..., group_data="rows")``, the default of every family with a ``regularizer``).
+        """
+        from amortbayes.robust import attack
+
+        return attack(self.amortizer, self._prepared(), eps, norm=norm, group=group, seed=seed,
+                      columns=self._response_columns() if columns is None else columns, **kwargs)
+
+    def robustness(self, eps: Any = (0.1, 0.25, 0.5, 1.0), *, norm: str = "l2", n_sims: int = 100,
+                   columns: list[str] | None = None, seed: int = 0, **kwargs: Any):
+        """KL and expected coverage of attacked posteriors on data simulated from this model (:func:`amortbayes.robust.robustness_report`).
+
+        The perturbed columns default to the response's; the report has ``.summary`` and ``.plot()``.
+        """
+        from amortbayes.robust import robustness_report
+
+        return robustness_report(self.amortizer, self.model, eps, norm=norm, n_sims=n_sims, seed=seed,
+                                 columns=self._response_columns() if columns is None else columns, **kwargs)
+
     def _prepared(self):
         """This fit's data as the amortizer's padded groups."""
         return self.amortizer.prepare(self.model.observed_frame(self.data_terms), group=self.model.terms.group)
@@ -404,7 +431,8 @@ def default_prior(formula: str, data: pd.DataFrame, family: str = "gaussian",
 def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: list[Prior] | None = None, *,
              budget: int | None = None, method: str = "importance", draws: int = 4000, device: str = "cpu",
              seed: int = 0, progress: bool = True, file: str | Path | None = None,
-             group_data: str | None = None, sensitivity: dict | None = None) -> AmortizedFit:
+             group_data: str | None = None, sensitivity: dict | None = None,
+             regularizer: Any = None) -> AmortizedFit:
     """Build, train and apply an amortized multilevel model of ``formula`` on ``data``.
 
     Args:
@@ -431,6 +459,10 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
             ``fit.powerscale_sensitivity(method="amortized")`` and
             :func:`amortbayes.sensitivity_sweep` work from the network.  The fit's own draws
             are of the model as written.
+        regularizer: :class:`amortbayes.robust.FIMTrace` for an amortizer whose posterior resists
+            small perturbations of the response (adversarial robustness); its ``columns``
+            default to the response's, and the group data to rows (``group_data="rows"``:
+            perturbations act on rows, not on moment sums).
 
     Raises:
         ValueError: see :func:`parse_terms`, the family's response checks and :func:`prior`.
@@ -444,10 +476,15 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
     if steps < 1:
         raise ValueError(f"budget is a number of training steps >= 1, got {budget!r}")
     terms = parse_terms(formula, data)
+    if regularizer is not None and group_data is None:
+        group_data = "rows"  # a regularizer acts on perturbations of rows
     model = FormulaModel(terms, family, prior, group_data=group_data, contexts=sensitivity)
+    if regularizer is not None and regularizer.columns is None:
+        regularizer = dataclasses.replace(regularizer, columns=tuple(model.data_names[-model.n_response_columns:]))
     networks = network_settings(model)
     key = {**model.config(), "data_names": list(model.data_names), "networks": networks.to_dict(),
            "budget": steps, "seed": seed,
+           **({"regularizer": regularizer.to_dict()} if regularizer is not None else {}),
            "data": int(pd.util.hash_pandas_object(model.terms_data(data), index=False).sum() % 2**61)}
     key = json.loads(json.dumps(key))  # as stored (tuples become lists), so that it compares equal
     if file is not None and _stored_key(Path(file)) == key:
@@ -455,7 +492,8 @@ def amortize(formula: str, data: pd.DataFrame, family: str = "gaussian", prior: 
     amortizer = MultilevelAmortizer(model, networks)
     epochs = -(-steps // 500)
     settings = TrainSettings(epochs=epochs, iterations_per_epoch=-(-steps // epochs), batch_size=batch_size(model))
-    history = fit(amortizer, model, settings=settings, device=device, seed=seed, progress=progress)
+    history = fit(amortizer, model, settings=settings, device=device, seed=seed, progress=progress,
+                  regularizer=regularizer)
     fitted = _draw(model, amortizer, data, method, draws, seed, history, progress=progress)
     if file is not None:
         fitted.save(file, key=key)

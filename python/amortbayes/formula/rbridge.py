@@ -100,12 +100,28 @@ def _frame(data: pd.DataFrame | dict) -> pd.DataFrame:
 
 def fit(formula: str, data: pd.DataFrame, family: str, prior_records: Any = None, budget: Any = None,
         method: str = "importance", draws: Any = 4000, seed: Any = 0, progress: bool = True,
-        file: str | None = None, sensitivity: Any = None) -> tuple[AmortizedFit, list[str]]:
+        file: str | None = None, sensitivity: Any = None, regularizer: Any = None) -> tuple[AmortizedFit, list[str]]:
     """:func:`amortize` with R's arguments (numbers may arrive as floats)."""
     return _caught(lambda: amortize(formula, _frame(data), family, priors(prior_records),
                                     budget=None if budget is None else int(budget), method=method, draws=int(draws),
                                     seed=int(seed), progress=bool(progress), file=file,
-                                    sensitivity=_contexts(sensitivity)))
+                                    sensitivity=_contexts(sensitivity), regularizer=_regularizer(regularizer)))
+
+
+def _regularizer(record: Any):
+    """R's ``fim_trace(beta)`` as :class:`amortbayes.robust.FIMTrace`."""
+    if not record:
+        return None
+    from amortbayes.robust import FIMTrace
+
+    r = dict(record)
+    return FIMTrace(float(r["beta"]), every=int(r.get("every", 4)), window=int(r.get("window", 4)))
+
+
+def robustness(f: AmortizedFit, eps: Any, norm: str = "l2", n_sims: Any = 100, seed: Any = 0):
+    """:meth:`AmortizedFit.robustness`'s summary frame for R."""
+    radii = [float(e) for e in (eps if isinstance(eps, (list, tuple)) else [eps])]
+    return _caught(lambda: f.robustness(radii, norm=norm, n_sims=int(n_sims), seed=int(seed)).summary)
 
 
 def _contexts(records: Any) -> dict | None:
