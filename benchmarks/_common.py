@@ -118,7 +118,7 @@ def against_reference(table, draws, reference, names: list[str]) -> dict:
     return out
 
 
-def train_or_load(make, model, folder, args, result: dict, name: str):
+def train_or_load(make, model, folder, args, result: dict, name: str, regularizer=None):
     """The amortizer saved in ``folder`` (of ``model``), or ``make(model)`` trained by ``fit()`` on ``train_settings(args)`` and saved.
 
     A new training adds ``{name}_train_seconds`` and ``{name}_final_val_loss`` to ``result``.
@@ -132,7 +132,7 @@ def train_or_load(make, model, folder, args, result: dict, name: str):
         return load(folder, model=model)
     amortizer = make(model)
     t0 = time.perf_counter()
-    history = fit(amortizer, model, settings=train_settings(args), progress=False)
+    history = fit(amortizer, model, settings=train_settings(args), progress=False, regularizer=regularizer)
     trained = {f"{name}_train_seconds": round(time.perf_counter() - t0, 1),
                f"{name}_final_val_loss": round(float(history["val_loss"].iloc[-1]), 4)}
     result.update(trained)

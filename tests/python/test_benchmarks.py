@@ -129,3 +129,14 @@ def test_ensemble_benchmark_runs(tmp_path):
                         "--data-sets", "10",
                         "--out", str(tmp_path / "out"), tmp_path=tmp_path)
     assert out["conjugate"]["noise_sd_5"]["data_sets"] == 10 and "observed_percentile" in out["sleepstudy"]
+
+
+def test_robust_benchmark_runs(tmp_path):
+    out = run_benchmark("robust.py", "--epochs", "1", "--iterations", "3", "--sims", "3", "--eval-draws", "30",
+                        "--timing-steps", "2", "--attack-steps", "3", "--betas", "0.1", "--models", "linear", "--out", str(tmp_path / "out"),
+                        tmp_path=tmp_path)
+    linear = out["linear"]
+    assert [r["beta"] for r in linear["tradeoff"]] == [0.0, 0.1]
+    assert {"kl_factor", "nll_rise", "coverage_error"} <= set(linear["tradeoff"][1])
+    assert [r["eps"] for r in linear["report_plain"]] == [0.0, 0.1, 0.25, 0.5, 1.0]
+    assert linear["step_seconds"]["ratio"] > 0 and linear["exact_posterior_worst_kl"] > 0

@@ -115,7 +115,7 @@ def _regularizer(record: Any):
     from amortbayes.robust import FIMTrace
 
     r = dict(record)
-    return FIMTrace(float(r["beta"]), every=int(r.get("every", 4)), window=int(r.get("window", 4)))
+    return FIMTrace(float(r["beta"]), every=int(r.get("every", 4)), window=int(r.get("window", 1)))
 
 
 def robustness(f: AmortizedFit, eps: Any, norm: str = "l2", n_sims: Any = 100, seed: Any = 0):

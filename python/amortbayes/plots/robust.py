@@ -34,10 +34,12 @@ def plot_robustness(report: Any, path: PathLike | None = None) -> Figure:
     left.set_ylabel("KL(clean || attacked)")
     left.legend(fontsize=7, frameon=False)
     right.plot([0, 1], [0, 1], "--", color=_REFERENCE, lw=1, label="nominal")
-    cmap = fig.colormaps["viridis"] if hasattr(fig, "colormaps") else None
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
     for k, (e, frame) in enumerate(cov.groupby("eps")):
         curve = frame.groupby("level")["coverage"].mean()
-        colour = _MAIN if cmap is None else cmap(k / max(1, len(eps) - 1))
+        colour = cmap(0.85 * k / max(1, len(eps) - 1))
         right.plot(curve.index, curve.to_numpy(), color=colour, label="clean" if e == 0 else f"eps {e:g}")
     right.set_xlabel("credible level")
     right.set_ylabel("expected coverage (attacked)")

@@ -77,20 +77,33 @@ def _column_mask(names: Sequence[str], columns: Sequence[str] | None) -> torch.T
     return torch.tensor([1.0 if n in columns else 0.0 for n in names])
 
 
-class FlatTarget(Target):
-    """A :class:`~amortbayes.amortizers.PosteriorAmortizer` and padded data ``x (B, N, F)``."""
+class _AmortizerTarget(Target):
+    """What the targets of both amortizer kinds share: data on the networks' device, the perturbable entries, units."""
 
-    def __init__(self, amortizer: Any, x: torch.Tensor, mask: torch.Tensor, context: torch.Tensor | None = None,
-                 columns: Sequence[str] | None = None):
+    def __init__(self, amortizer: Any, x: torch.Tensor, mask: torch.Tensor, context: torch.Tensor | None,
+                 columns: Sequence[str] | None):
         dev = next(amortizer.parameters()).device
         self.amortizer, self.x, self.mask = amortizer, x.to(dev), mask.to(dev)
         self.context = None if context is None else context.to(dev)
         self.scale = amortizer.x_std.std.to(self.x)
         self.free = self.mask[..., None] * _column_mask(amortizer.info.data_names, columns).to(self.x)
 
+    def raw(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta * self.free * self.scale
+
+    def _x(self, delta: torch.Tensor | None) -> torch.Tensor:
+        return self.x if delta is None else self.x + self.raw(delta)
+
+
+class FlatTarget(_AmortizerTarget):
+    """A :class:`~amortbayes.amortizers.PosteriorAmortizer` and padded data ``x (B, N, F)``."""
+
+    def __init__(self, amortizer: Any, x: torch.Tensor, mask: torch.Tensor, context: torch.Tensor | None = None,
+                 columns: Sequence[str] | None = None):
+        super().__init__(amortizer, x, mask, context, columns)
+
     def _condition(self, delta: torch.Tensor | None) -> torch.Tensor:
-        x = self.x if delta is None else self.x + delta * self.free * self.scale
-        return self.amortizer.condition(x, self.mask, self.context)
+        return self.amortizer.condition(self._x(delta), self.mask, self.context)
 
     def draws(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         with torch.no_grad():
@@ -103,16 +116,13 @@ class FlatTarget(Target):
         cond = self._condition(delta).repeat_interleave(n, dim=0)
         return self.amortizer.flow.log_prob(draws.reshape(b * n, d), context=cond).reshape(b, n)
 
-    def raw(self, delta: torch.Tensor) -> torch.Tensor:
-        return delta * self.free * self.scale
-
     def sample(self, delta: torch.Tensor, n: int, generator: torch.Generator | None = None) -> np.ndarray:
         with torch.no_grad():
             z = sample_flow(self.amortizer.flow, int(n), self._condition(delta), generator)
             return self.amortizer.theta_map.inverse(z).cpu().numpy()
 
 
-class MultilevelTarget(Target):
+class MultilevelTarget(_AmortizerTarget):
     """A :class:`~amortbayes.amortizers.MultilevelAmortizer` (rows layout) and data ``x (B, J, N, F)``.
 
     The draws are joint: global and every group's parameters; ``log_q`` is the factorized
@@ -126,24 +136,19 @@ class MultilevelTarget(Target):
             raise ValueError("this multilevel amortizer reads each group's moment sums, not its rows "
                              "(group_data='moments'), so its data rows cannot be perturbed; train it with rows "
                              "(a formula model: amortize(..., group_data='rows'))")
-        dev = next(amortizer.parameters()).device
-        self.amortizer = amortizer
-        self.x, self.mask, self.group_mask = x.to(dev), mask.to(dev), group_mask.to(dev)
-        self.context = None if context is None else context.to(dev)
-        self.scale = amortizer.x_std.std.to(self.x)
-        free = self.mask[..., None] * _column_mask(amortizer.info.data_names, columns).to(self.x)
+        super().__init__(amortizer, x, mask, context, columns)
+        self.group_mask = group_mask.to(self.x.device)
         if group is not None:
             j = self.x.shape[1]
             if not 0 <= int(group) < j:
                 raise ValueError(f"group index {group} is out of range: the data have {j} groups")
-            keep = torch.zeros(j, device=dev)
+            keep = torch.zeros(j, device=self.x.device)
             keep[int(group)] = 1.0
-            free = free * keep[None, :, None, None]
-        self.free = free
+            self.free = self.free * keep[None, :, None, None]
 
     def _embed(self, delta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.amortizer
-        x = self.x if delta is None else self.x + delta * self.free * self.scale
+        x = self._x(delta)
         previous, a._active_context = a._active_context, self.context if self.context is not None else a._active_context
         try:
             return a.embed(x, self.mask, self.group_mask)
@@ -173,9 +178,6 @@ class MultilevelTarget(Target):
         local = a.local_flow.log_prob(zl[valid], context=context[valid])
         rows = torch.arange(b * n, device=zg.device).reshape(b, n, 1).expand(b, n, j)[valid]
         return (lq.reshape(-1).index_add(0, rows, local)).reshape(b, n)
-
-    def raw(self, delta: torch.Tensor) -> torch.Tensor:
-        return delta * self.free * self.scale
 
     def sample(self, delta: torch.Tensor, n: int, generator: torch.Generator | None = None) -> np.ndarray:
         with torch.no_grad():
