@@ -11,7 +11,7 @@ its defaults), then scored on the same held-out simulations:
   steps, 64 draws) and the attacked posteriors' coverage error (mean of coverage minus level
   over levels 0.05-0.95; negative: over-confident); ``kl_factor`` = plain KL / regularized KL,
   ``nll_rise`` = relative rise of the NLL;
-* ``report``: KL and coverage over radii 0.1-1 for the plain amortizer and the one with
+* ``report``: KL and coverage over radii 0.1-2 for the plain amortizer and the one with
   ``--report-beta``;
 * ``step_seconds``: seconds per training step without and with the regularizer (``--timing-steps``
   steps of the same fit() each, one after the other) and their ratio;
@@ -103,7 +103,7 @@ def main() -> None:
         res["tradeoff"] = table.drop(columns=["label"]).round(4).to_dict(orient="records")
         if args.report_beta in amortizers:
             for label, beta in (("plain", 0.0), (f"beta_{args.report_beta:g}", args.report_beta)):
-                rep = robustness_report(amortizers[beta], sims, (0.1, 0.25, 0.5, 1.0), eval_draws=args.eval_draws,
+                rep = robustness_report(amortizers[beta], sims, (0.1, 0.25, 0.5, 1.0, 2.0), eval_draws=args.eval_draws,
                                         steps=args.attack_steps)
                 res[f"report_{label}"] = rep.summary.drop(columns=["norm"]).round(4).to_dict(orient="records")
                 if label != "plain":

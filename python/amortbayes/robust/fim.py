@@ -140,8 +140,9 @@ class FIMTraceRun:
     def add_gradient(self, batch: dict[str, torch.Tensor], step: int) -> None:
         """Add ``beta * d E tr(I_x) / d weights`` (the window's mean) to the parameters' ``.grad``."""
         s = self.spec
-        if s.beta == 0.0 and s.every == 1 and s.window == 1:
-            self.values.append(float(fim_trace(self.amortizer, _first(batch, s.data_sets), s.columns).mean()))
+        if s.beta == 0.0:  # only monitors the trace (the history's fim_trace), every `every` steps
+            if step % s.every == 0:
+                self.values.append(float(fim_trace(self.amortizer, _first(batch, s.data_sets), s.columns).mean()))
             return
         if step % s.every == 0 or not self.window:
             trace = fim_trace(self.amortizer, _first(batch, s.data_sets), s.columns, create_graph=True).mean()
