@@ -22,7 +22,9 @@ Contexts (a dict ``name -> declaration``, JSON-ready, saved in the amortizer's M
     ``Z(theta, beta)^N`` and is another, if reasonable, perturbation of the likelihood.  Prior
     powers are always exact (the prior's normalizer never depends on ``theta``).
 ``choice("normal", "student_t")``
-    a discrete alternative (here: the likelihood family), one-hot to the networks.
+    a discrete alternative, one-hot to the networks; ``of="prior"`` or ``of="likelihood"`` says
+    which part of the model it chooses (the likelihood family by default for the models here:
+    ``ConjugateGaussian`` takes a likelihood family and a prior family).
 
 The networks see ``log alpha`` for a power and the one-hot columns of a choice.
 
@@ -56,14 +58,22 @@ def power_scale(component: str, low: float = 0.5, high: float = 2.0) -> dict[str
     return {"power": component, "range": [float(low), float(high)]}
 
 
-def choice(*options: str) -> dict[str, Any]:
+def choice(*options: str, of: str | None = None) -> dict[str, Any]:
     """Declare a discrete context among ``options`` (the first is the default).
+
+    ``of``: the part of the model it chooses, ``"prior"`` or ``"likelihood"`` (None: the
+    model's default, the likelihood family for the built-in models).
 
     Example:
         >>> choice("normal", "student_t")
         {'choices': ['normal', 'student_t']}
+        >>> choice("normal", "student_t", of="prior")
+        {'choices': ['normal', 'student_t'], 'of': 'prior'}
     """
-    return {"choices": [str(o) for o in options]}
+    out: dict[str, Any] = {"choices": [str(o) for o in options]}
+    if of is not None:
+        out["of"] = str(of)
+    return out
 
 
 class ContextSpace:
@@ -96,7 +106,10 @@ class ContextSpace:
                 options = [str(o) for o in d["choices"]]
                 if len(options) < 2 or len(set(options)) != len(options):
                     raise ValueError(f"context {name!r}: a choice needs two or more distinct options, got {options}")
-                d = {"choices": options}
+                of = d.get("of")
+                if of is not None and of not in COMPONENTS:
+                    raise ValueError(f"context {name!r}: a choice is of the {' or the '.join(COMPONENTS)}, got of={of!r}")
+                d = {"choices": options, **({"of": of} if of is not None else {})}
             else:
                 raise ValueError(f"context {name!r}: declare it with power_scale(...) or choice(...), got {d}")
             self.spec[str(name)] = d
@@ -116,6 +129,11 @@ class ContextSpace:
     def power(self, component: str) -> str | None:
         """The name of the context that power-scales ``component``, if any."""
         return next((n for n, d in self.spec.items() if d.get("power") == component), None)
+
+    def choice_of(self, component: str) -> str | None:
+        """The name of the choice of ``component`` (an untagged choice counts as the likelihood's), if any."""
+        return next((n for n, d in self.spec.items() if "choices" in d
+                     and d.get("of", "likelihood") == component), None)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """``n`` draws of every context: powers log-uniform in their range, choices uniform (as option indices)."""
