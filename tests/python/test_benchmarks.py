@@ -137,6 +137,9 @@ def test_sensitivity_benchmark_runs(tmp_path):
     assert {"context_cost_ratio", "student_t_context_vs_separate_c2st", "powerscale_network_vs_reweighting",
             "sweep_seconds"} <= set(out)
     assert out["stan_refits_seconds"] is None and "no-stan" in out["stan_error"]
+    check = run_benchmark("sensitivity_grid_check.py", "--folder", str(tmp_path / "out"), "--data-sets", "1",
+                          "--held-out", "2", tmp_path=tmp_path)
+    assert check["grid_base_data"]["cases"] == 25 and check["plain"]["cases"] == 2
 
 
 def test_sensitivity_formula_benchmark_runs(tmp_path):
