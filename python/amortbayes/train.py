@@ -218,7 +218,6 @@ def fit(
     if regularizer is not None and not hasattr(regularizer, "bind"):
         raise TypeError(f"regularizer must be a regularizer such as amortbayes.robust.FIMTrace(beta=...), "
                         f"got {type(regularizer).__name__}")
-    amortizer.regularizer = regularizer  # saved with the amortizer (amortbayes.save)
 
     # the validation set and the training split are fixed by the seed, before any resume
     if data is not None:
@@ -259,6 +258,7 @@ def fit(
     ema = [p.detach().clone() for p in params]
     best = _Best(params)
     reg = regularizer.bind(amortizer, params) if regularizer is not None else None  # checks it can take the amortizer
+    amortizer.regularizer = regularizer  # how it was trained, saved with it (amortbayes.save)
     if resume:
         start_epoch, history = _load_checkpoint(
             ckpt_path, amortizer, optimizer, scheduler, gen, fingerprint, dev, ema, best, reg
