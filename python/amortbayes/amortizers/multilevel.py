@@ -273,8 +273,14 @@ class MultilevelAmortizer(nn.Module):
     @contextlib.contextmanager
     def using_context(self, context: dict[str, Any] | None):
         """Within the block, the networks condition on ``context`` (a user's dict; None: the default)."""
+        with self.using_encoded_context(encode_context(self.contexts, context)):
+            yield
+
+    @contextlib.contextmanager
+    def using_encoded_context(self, encoded: torch.Tensor | None):
+        """Within the block, the networks condition on encoded contexts ``(1 or B, C)`` (None: the default)."""
         previous = self._active_context
-        self._active_context = encode_context(self.contexts, context)
+        self._active_context = encoded
         try:
             yield
         finally:
@@ -327,21 +333,27 @@ class MultilevelAmortizer(nn.Module):
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Negative log of the factorized posterior density (eq. 17), averaged over data sets."""
-        previous, self._active_context = self._active_context, batch.get("context")
-        try:
+        with self.using_encoded_context(batch.get("context")):
             groups, summary = self.embed(batch["x"], batch["mask"], batch["group_mask"])
-        finally:
-            self._active_context = previous
         zg = self.global_map(batch["theta_global"])
-        log_q_global = self.global_flow.log_prob(zg, context=summary)
-        valid = batch["group_mask"] > 0
-        b, j = valid.shape
-        context = torch.cat([groups, zg[:, None, :].expand(b, j, -1)], dim=-1)[valid]
-        zl = self.local_map(batch["theta_local"], self.local_map.upper(batch["x"], batch["mask"]))[valid]
-        log_q_local = self.local_flow.log_prob(zl, context=context)
-        rows = torch.arange(b, device=zg.device)[:, None].expand(b, j)[valid]
-        per_set = log_q_global.index_add(0, rows, log_q_local)
-        return -per_set.mean()
+        zl = self.local_map(batch["theta_local"], self.local_map.upper(batch["x"], batch["mask"]))
+        return -self.log_q_standardized(groups, summary, zg[:, None], zl[:, None], batch["group_mask"]).mean()
+
+    def log_q_standardized(self, groups: torch.Tensor, summary: torch.Tensor, zg: torch.Tensor, zl: torch.Tensor,
+                           group_mask: torch.Tensor) -> torch.Tensor:
+        """``log q(z_global | x) + sum_j log q(z_local_j | z_global, x_j)`` of ``n`` draws per data set, ``(B, n)``.
+
+        On the networks' standardized scale: ``zg (B, n, G)``, ``zl (B, n, J, L)``; ``groups`` and
+        ``summary`` from :meth:`embed`; padded groups (``group_mask`` 0) are left out.
+        """
+        b, n, g = zg.shape
+        lq = self.global_flow.log_prob(zg.reshape(b * n, g), context=summary.repeat_interleave(n, dim=0))
+        j = groups.shape[1]
+        valid = (group_mask > 0)[:, None, :].expand(b, n, j)
+        context = torch.cat([groups[:, None].expand(b, n, j, -1), zg[:, :, None].expand(b, n, j, g)], dim=-1)
+        local = self.local_flow.log_prob(zl[valid], context=context[valid])
+        rows = torch.arange(b * n, device=zg.device).reshape(b, n, 1).expand(b, n, j)[valid]
+        return lq.index_add(0, rows, local).reshape(b, n)
 
     # -- inference ------------------------------------------------------------------------
     def prepare(self, data: Any, **kwargs: Any) -> MultilevelData:

@@ -65,6 +65,13 @@ def check_eps(eps: Any) -> list[float]:
     return out
 
 
+def one_eps(eps: Any, caller: str) -> float:
+    """One radius, checked as :func:`check_eps` checks each; a ValueError for a sequence."""
+    if not np.isscalar(eps):
+        raise ValueError(f"{caller}() takes one radius eps; robustness_report() takes several")
+    return check_eps(eps)[0]
+
+
 @dataclasses.dataclass
 class AttackResult:
     """The outcome of :func:`attack`.
@@ -186,9 +193,7 @@ def attack(amortizer: Any, data: Any = None, eps: float = 0.5, *, norm: str = "l
         >>> bool(abs(float(post.kl(torch.as_tensor(result.delta))[0]) / post.worst_case_kl(0.1) - 1) < 0.05)
         True
     """
-    (e,) = check_eps(eps) if np.isscalar(eps) else (None,)
-    if e is None:
-        raise ValueError("attack() takes one radius eps; robustness_report() takes several")
+    e = one_eps(eps, "attack")
     norm = check_norm(norm)
     for name, value in (("steps", steps), ("draws", draws), ("eval_draws", eval_draws)):
         if int(value) < 1:

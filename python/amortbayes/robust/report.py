@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from amortbayes.diagnostics.calibration import expected_coverage
-from amortbayes.robust.attack import attack_target, check_eps, check_norm, kl_estimate
+from amortbayes.robust.attack import attack_target, check_eps, check_norm, kl_estimate, one_eps
 from amortbayes.robust.targets import _unwrap, target_from_batch
 
 __all__ = ["RobustnessReport", "robustness_report", "robustness_tradeoff"]
@@ -137,21 +137,15 @@ def _at(by_level: pd.Series, level: float) -> float:
 
 
 def held_out_nll(amortizer: Any, batch: Mapping[str, torch.Tensor], chunk: int = 512) -> float:
-    """Mean negative log posterior density of the true parameters over simulations (the training loss's scale)."""
+    """Mean negative log posterior density of the true parameters over simulations (``fit()``'s validation loss)."""
+    from amortbayes.train import _evaluate
+
     net = getattr(amortizer, "amortizer", amortizer)
-    dev = next(net.parameters()).device
-    n = int(next(iter(batch.values())).shape[0])
-    total = 0.0
     was_training = net.training
-    net.eval()
     try:
-        with torch.no_grad():
-            for i in range(0, n, chunk):
-                part = {k: v[i:i + chunk].to(dev) for k, v in batch.items()}
-                total += float(net.loss(part)) * int(part["x"].shape[0])
+        return _evaluate(net, dict(batch), chunk, next(net.parameters()).device)
     finally:
         net.train(was_training)
-    return total / n
 
 
 def robustness_tradeoff(amortizers: Mapping[Any, Any], model_or_batch: Any, eps: float = 0.5, *,
@@ -166,9 +160,7 @@ def robustness_tradeoff(amortizers: Mapping[Any, Any], model_or_batch: Any, eps:
     ``kl_median`` at ``eps`` and the attacked ``coverage_error``; plot with
     :func:`amortbayes.plots.plot_robustness_tradeoff`.
     """
-    (e,) = check_eps(eps) if np.isscalar(eps) else (None,)
-    if e is None:
-        raise ValueError("robustness_tradeoff() takes one radius eps")
+    e = one_eps(eps, "robustness_tradeoff")
     if not amortizers:
         raise ValueError("give at least one amortizer")
     batch = _simulations(model_or_batch, n_sims, seed)

@@ -32,6 +32,7 @@ import torch
 
 from amortbayes.networks import sample_flow
 from amortbayes.networks.context import PairedContext
+from amortbayes.sensitivity import encode_context
 from amortbayes.simulation import prepare_observed
 
 __all__ = ["LinearGaussianPosterior", "Target", "make_target", "target_from_batch"]
@@ -147,13 +148,8 @@ class MultilevelTarget(_AmortizerTarget):
             self.free = self.free * keep[None, :, None, None]
 
     def _embed(self, delta: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        a = self.amortizer
-        x = self._x(delta)
-        previous, a._active_context = a._active_context, self.context if self.context is not None else a._active_context
-        try:
-            return a.embed(x, self.mask, self.group_mask)
-        finally:
-            a._active_context = previous
+        with self.amortizer.using_encoded_context(self.context):
+            return self.amortizer.embed(self._x(delta), self.mask, self.group_mask)
 
     def draws(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         a = self.amortizer
@@ -167,17 +163,8 @@ class MultilevelTarget(_AmortizerTarget):
             return zg, zl.reshape(b, int(n), j, -1)
 
     def log_q(self, draws: tuple[torch.Tensor, torch.Tensor], delta: torch.Tensor) -> torch.Tensor:
-        a = self.amortizer
-        zg, zl = draws
-        b, n, g = zg.shape
         groups, summary = self._embed(delta)
-        lq = a.global_flow.log_prob(zg.reshape(b * n, g), context=summary.repeat_interleave(n, dim=0)).reshape(b, n)
-        j = groups.shape[1]
-        valid = (self.group_mask > 0)[:, None, :].expand(b, n, j)
-        context = torch.cat([groups[:, None].expand(b, n, j, -1), zg[:, :, None].expand(b, n, j, g)], dim=-1)
-        local = a.local_flow.log_prob(zl[valid], context=context[valid])
-        rows = torch.arange(b * n, device=zg.device).reshape(b, n, 1).expand(b, n, j)[valid]
-        return (lq.reshape(-1).index_add(0, rows, local)).reshape(b, n)
+        return self.amortizer.log_q_standardized(groups, summary, *draws, self.group_mask)
 
     def sample(self, delta: torch.Tensor, n: int, generator: torch.Generator | None = None) -> np.ndarray:
         with torch.no_grad():
@@ -268,28 +255,21 @@ def make_target(amortizer: Any, data: Any, *, columns: Sequence[str] | None = No
             else:
                 raise ValueError(f"unknown group {group!r}; the data's groups are {labels[:10]}"
                                  f"{' ...' if len(labels) > 10 else ''}")
-        c = _context_rows(net, context, d.x.shape[0])
-        return MultilevelTarget(net, d.x, d.mask, d.group_mask, c, columns, index)
+        return MultilevelTarget(net, d.x, d.mask, d.group_mask, encode_context(net.contexts, context, d.x.shape[0]),
+                                columns, index)
     if group is not None:
         raise ValueError("group= is for multilevel amortizers; this one takes single-level data sets")
     x, mask, _ = prepare_observed(data, net.info, warn_outside=False)
-    return FlatTarget(net, x, mask, _context_rows(net, context, x.shape[0]), columns)
-
-
-def _context_rows(net: Any, context: dict[str, Any] | None, b: int) -> torch.Tensor | None:
-    from amortbayes.sensitivity import encode_context
-
-    c = encode_context(net.contexts, context)
-    return None if c is None else c.expand(b, -1)
+    return FlatTarget(net, x, mask, encode_context(net.contexts, context, x.shape[0]), columns)
 
 
 def target_from_batch(amortizer: Any, batch: dict[str, torch.Tensor], columns: Sequence[str] | None = None) -> Target:
     """A target of simulated data sets (a training or validation batch)."""
     net = _unwrap(amortizer)
     context = batch.get("context")
+    if context is None and net.contexts:  # simulations without contexts: the default ones
+        context = encode_context(net.contexts, {}, batch["x"].shape[0])
     if hasattr(net, "global_flow"):
-        if context is None and net.contexts:
-            context = _context_rows(net, None, batch["x"].shape[0])
         return MultilevelTarget(net, batch["x"], batch["mask"], batch["group_mask"], context, columns)
     return FlatTarget(net, batch["x"], batch["mask"], context, columns)
 
